@@ -1,0 +1,1 @@
+"""The runtime: video, detection, crops, ONNX inference and overlays; no Qt, no torch."""

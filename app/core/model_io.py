@@ -1,0 +1,98 @@
+"""The contract between the exported ONNX models and everything that runs them.
+
+``trainer.export`` writes it; ``app.core.estimator`` and ``trainer.evaluate`` read it; nothing else
+names an input, an output or a metadata key.
+
+Input ``image``: float32 ``(N, 3, S, S)``, RGB, ``(pixel / 255 − mean) / std`` per channel.
+Outputs, all float32:
+
+- ``pose`` ``(N, 6)``: ``fc_pose`` — yaw, pitch, roll in degrees, tx, ty, tz (``pose.py``).
+- ``pose_proj`` ``(N, 6)``: ``fc_pose_proj``, same units; OR starts from ``π(pose_proj, mean face)``.
+- full model only: ``landmarks`` ``(N, L, 2)`` crop pixels (heatmap peak, sub-pixel refined),
+  ``visibility`` ``(N, L)`` probability that the landmark is visible, ``heatmaps`` ``(N, L, S, S)``
+  the softmax heatmaps OR samples its features from.
+
+Metadata (``custom_metadata_map``, all strings): ``input_size``, ``landmarks``, ``mean`` and
+``std`` (JSON lists), ``color`` (``RGB``), ``mean_face`` (JSON ``L×3`` list, the model's mean face
+in ``pose.py``'s frame), ``variant`` (``encoder`` or ``full``), ``format_version``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = "1"
+ENCODER_FILE = "mnn_encoder.onnx"
+FULL_FILE = "mnn_full.onnx"
+INPUT_NAME = "image"
+ENCODER_OUTPUTS = ("pose", "pose_proj")
+FULL_OUTPUTS = ("pose", "pose_proj", "landmarks", "visibility", "heatmaps")
+REQUIRED_METADATA = ("input_size", "landmarks", "mean", "std", "color", "mean_face", "variant", "format_version")
+
+
+class ModelError(RuntimeError):
+    """A model file that is missing, unreadable or not one of ours."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model's metadata says about how to feed it and read it."""
+
+    path: Path
+    variant: str
+    input_size: int
+    landmarks: int
+    mean: np.ndarray
+    std: np.ndarray
+    mean_face: np.ndarray
+
+    @staticmethod
+    def from_metadata(path: Path, metadata: dict[str, str]) -> "ModelInfo":
+        """Parse ``custom_metadata_map``; a missing key or another format version is a ``ModelError``."""
+        missing = [k for k in REQUIRED_METADATA if k not in metadata]
+        if missing:
+            raise ModelError(f"{path}: not an MNN model (metadata lacks {', '.join(missing)})")
+        if metadata["format_version"] != FORMAT_VERSION:
+            raise ModelError(f"{path}: model format {metadata['format_version']}, this runtime reads {FORMAT_VERSION}")
+        return ModelInfo(
+            path=Path(path),
+            variant=metadata["variant"],
+            input_size=int(metadata["input_size"]),
+            landmarks=int(metadata["landmarks"]),
+            mean=np.asarray(json.loads(metadata["mean"]), dtype=np.float32),
+            std=np.asarray(json.loads(metadata["std"]), dtype=np.float32),
+            mean_face=np.asarray(json.loads(metadata["mean_face"]), dtype=np.float64),
+        )
+
+
+def build_metadata(variant: str, input_size: int, landmarks: int, mean: np.ndarray, std: np.ndarray,
+                   mean_face: np.ndarray) -> dict[str, str]:
+    """The metadata ``trainer.export`` writes into each model."""
+    return {
+        "variant": variant,
+        "input_size": str(int(input_size)),
+        "landmarks": str(int(landmarks)),
+        "mean": json.dumps([float(v) for v in mean]),
+        "std": json.dumps([float(v) for v in std]),
+        "color": "RGB",
+        "mean_face": json.dumps(np.round(np.asarray(mean_face, dtype=np.float64), 6).tolist()),
+        "format_version": FORMAT_VERSION,
+    }
+
+
+def normalise_crops(crops_rgb: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(N, S, S, 3)`` uint8 RGB → ``(N, 3, S, S)`` float32 ``(pixel / 255 − mean) / std``; the trainer uses it too."""
+    x = np.asarray(crops_rgb).astype(np.float32) * np.float32(1.0 / 255.0)
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def to_input(crops_rgb: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """``(N, S, S, 3)`` uint8 RGB crops → the model's normalised ``(N, 3, S, S)`` float32 input."""
+    crops = np.asarray(crops_rgb)
+    if crops.ndim != 4 or crops.shape[1:] != (info.input_size, info.input_size, 3):
+        raise ValueError(f"crops must be (N, {info.input_size}, {info.input_size}, 3), got {crops.shape}")
+    return normalise_crops(crops, info.mean, info.std)

@@ -1,0 +1,84 @@
+"""A real training run on 32 afw faces, its resume, then export and evaluation of the result."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_shared
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True)
+
+
+def _log(run: Path) -> list[dict[str, str]]:
+    with open(run / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    afw = require_shared("300w", "afw")
+    run = tmp_path_factory.mktemp("run") / "afw32"
+    result = _run("-m", "trainer.train", "--data", f"300w:{afw}", "--input-size", "128", "--limit", "32",
+                  "--pretrain-epochs", "1", "--epochs", "1", "--batch-size", "4", "--out", str(run))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run
+
+
+def test_two_epochs_on_32_faces_lower_the_heatmap_loss(trained_run: Path) -> None:
+    rows = _log(trained_run)
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["phase"]) for r in rows] == [1, 2]
+    assert float(rows[1]["train_heatmap"]) < float(rows[0]["train_heatmap"])
+    assert float(rows[1]["val_heatmap"]) < float(rows[0]["val_heatmap"])
+
+
+def test_phase_two_logs_all_four_task_losses(trained_run: Path) -> None:
+    row = _log(trained_run)[1]
+    for task in ("pose", "pose_proj", "heatmap", "visibility"):
+        assert float(row[f"train_{task}"]) > 0 and float(row[f"val_{task}"]) > 0
+    assert float(row["train_total"]) > float(row["train_heatmap"])
+
+
+def test_run_folder_holds_checkpoint_log_and_plot(trained_run: Path) -> None:
+    assert {"checkpoint.pt", "log.csv", "losses.png"} <= {p.name for p in trained_run.iterdir()}
+
+
+def test_resume_continues_at_the_next_epoch(trained_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "resumed"
+    copy.mkdir()
+    (copy / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
+    afw = require_shared("300w", "afw")
+    result = _run("-m", "trainer.train", "--data", f"300w:{afw}", "--out", str(copy), "--resume",
+                  "--pretrain-epochs", "1", "--epochs", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [int(r["epoch"]) for r in _log(copy)] == [0, 1, 2]
+
+
+def test_exported_run_evaluates_on_helen_test_through_the_app_runtime(trained_run: Path, tmp_path: Path) -> None:
+    helen_test = require_shared("300w", "helen_test")
+    models = tmp_path / "models"
+    export = _run("-m", "trainer.export", "--checkpoint", str(trained_run / "checkpoint.pt"), "--out", str(models))
+    assert export.returncode == 0, export.stderr[-2000:]
+    out = tmp_path / "eval.json"
+    result = _run("-m", "trainer.evaluate", "--model", str(models), "--data", f"300w:{helen_test}",
+                  "--limit", "12", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    entry = json.loads(out.read_text())["datasets"][0]
+    assert entry["faces"] == entry["pose_faces"] == 12
+    assert set(entry["mae"]) == {"yaw", "pitch", "roll", "mean"}
+    assert set(entry["nme"]) == {"inter_ocular", "inter_pupil", "box_height"}
+    assert entry["visibility"]["protocol"] == "synthetic occluder per face, seed 0"
+    assert 0.0 <= entry["visibility"]["recall_at_80_precision"] <= 1.0
+
+
+def test_train_names_a_bad_dataset_spec() -> None:
+    result = _run("-m", "trainer.train", "--data", "nosuchkind:/nowhere", "--out", "/tmp/never-written")
+    assert result.returncode == 2
+    assert "nosuchkind" in result.stderr

@@ -1,0 +1,1 @@
+"""Dataset readers: every kind returns ``FaceSample``."""

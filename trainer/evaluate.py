@@ -1,0 +1,154 @@
+"""``python -m trainer.evaluate``: the exported ONNX models on held-out data, through the app's own runtime.
+
+Faces are cropped as the app crops them (``app.core.pipeline.crop_faces``: box +30%, square) and run
+by ``app.core.estimator.PoseEstimator``. The box is the dataset's (the landmark box, the paper's
+protocol) or, for data without one (BIWI, AFLW2000 images without landmarks), the app's face
+detector's best detection. Reported per dataset:
+
+- pose MAE (yaw, pitch, roll, mean) against the dataset's pose, or, for landmark-only data such as
+  300W, against the PnP pose of the ground-truth landmarks with the model's own mean face;
+- NME in percent with three normalisers (outer-eye corners, pupils, box height);
+- recall of occluded landmarks at 80% precision. Data without occlusion labels (300W) are scored on
+  copies of each face with one synthetic rectangular occluder, seeded, drawn as in training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from app.core.crop import unwarp_points
+from app.core.detector import create_detector
+from app.core.estimator import PoseEstimator
+from app.core.model_io import ModelError
+from app.core.pipeline import crop_faces
+from trainer.augment import AugmentConfig, Augmentation, apply_augmentation, draw_augmentation
+from trainer.datasets.registry import open_dataset
+from trainer.datasets.sample import FaceSample
+from trainer.landmark_layouts import layout_for
+from trainer.metrics import face_nme, normalisers, pose_mae, recall_at_precision
+from trainer.pose_labels import pose_from_landmarks
+
+log = logging.getLogger(__name__)
+OCCLUSION_SEED = 0
+
+
+def _truth_pose(sample: FaceSample, mean_face: np.ndarray) -> np.ndarray | None:
+    """Ground-truth (yaw, pitch, roll) in degrees: the dataset's, else PnP of its landmarks."""
+    if sample.pose is not None:
+        return np.asarray(sample.pose, dtype=np.float64)
+    if len(sample.landmarks) == len(mean_face) and sample.mask.any():
+        fitted = pose_from_landmarks(sample.landmarks, sample.mask, mean_face)
+        return None if fitted is None else np.degrees(fitted[:3])
+    return None
+
+
+def _occluded_copy(sample: FaceSample, size: int, mean_face: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A plain crop of ``sample`` with one seeded synthetic occluder: image, mask, visibility labels."""
+    rng = np.random.default_rng([OCCLUSION_SEED, index])
+    occluder = draw_augmentation(rng, replace(AugmentConfig(), occlusion=1.0)).occluder
+    crop = apply_augmentation(sample, size, mean_face, Augmentation(occluder=occluder))
+    return crop.image, crop.mask, crop.visibility
+
+
+def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int | None = None,
+                     detector_name: str = "blazeface") -> dict[str, Any]:
+    """All metrics for one ``KIND:PATH`` dataset."""
+    dataset = open_dataset(spec)
+    info = estimator.info(mode)
+    size, mean_face = info.input_size, info.mean_face
+    detector = None
+    pred_pose, true_pose = [], []
+    nme: dict[str, list[float]] = {"inter_ocular": [], "inter_pupil": [], "box_height": []}
+    vis_scores, vis_labels = [], []
+    synthetic = True
+    missed = 0
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for index in tqdm(range(count), desc=spec, unit="face"):
+        sample = dataset[index]
+        frame = cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR)
+        box = sample.box
+        if box is None:
+            detector = detector or create_detector(detector_name)
+            found = detector.detect(frame)
+            if len(found) == 0:
+                missed += 1
+                continue
+            box = found[0, :4]
+        crops, transforms = crop_faces(frame, np.asarray([box]), size)
+        out = estimator.estimate(crops, mode)
+        truth = _truth_pose(sample, mean_face)
+        if truth is not None:
+            pred_pose.append(out.pose[0, :3])
+            true_pose.append(truth)
+        if mode != "full" or not sample.mask.any():
+            continue
+        layout = layout_for(len(sample.landmarks))
+        landmarks = unwarp_points(out.landmarks[0], transforms[0])
+        for key, norm in normalisers(sample.landmarks, sample.box if sample.box is not None else box, layout).items():
+            nme[key].append(face_nme(landmarks, sample.landmarks, sample.mask, norm))
+        if not np.array_equal(sample.visibility, sample.mask):
+            synthetic = False
+            vis_scores.append(1.0 - out.visibility[0][sample.mask])
+            vis_labels.append(~sample.visibility[sample.mask])
+        elif sample.box is not None:
+            image, mask, visible = _occluded_copy(sample, size, mean_face, index)
+            occluded_out = estimator.estimate(image[None], mode)
+            vis_scores.append(1.0 - occluded_out.visibility[0][mask])
+            vis_labels.append(~visible[mask])
+    result: dict[str, Any] = {"data": spec, "faces": count, "undetected": missed, "mode": mode,
+                              "pose_faces": len(true_pose),
+                              "mae": pose_mae(np.array(pred_pose), np.array(true_pose)) if true_pose else None}
+    if mode == "full":
+        result["nme"] = {k: float(np.mean(v)) for k, v in nme.items()} if nme["inter_ocular"] else None
+        recall = (recall_at_precision(np.concatenate(vis_scores), np.concatenate(vis_labels))
+                  if vis_scores else None)
+        protocol = None if recall is None else "synthetic occluder per face, seed 0" if synthetic else "dataset labels"
+        result["visibility"] = {"recall_at_80_precision": recall, "protocol": protocol}
+    if detector is not None:
+        detector.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("models"), help="folder with the exported ONNX models")
+    parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH", help="dataset; repeat")
+    parser.add_argument("--mode", choices=("full", "pose"), default="full",
+                        help="full: pose, landmarks and visibility (mnn_full.onnx); pose: mnn_encoder.onnx")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N faces of each dataset")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (- for standard output)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        with PoseEstimator(args.model) as estimator:
+            results = {"model": str(args.model), "provider": estimator.provider,
+                       "datasets": [evaluate_dataset(estimator, spec, args.mode, args.limit) for spec in args.data]}
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(results, indent=2)
+    if args.json in ("-", "/dev/stdout"):
+        print(text)
+    else:
+        if args.json:
+            Path(args.json).write_text(text + "\n")
+        for entry in results["datasets"]:
+            print(json.dumps(entry))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""``python -m trainer.train``: two-phase MNN training (landmarks first, then all four losses).
+
+Phase 1 minimises the heatmap loss alone; phase 2 all four losses of eq. 5, with a fresh Adam
+(lr 1e-3) halved whenever the validation loss has not improved for 15 epochs. The data are shuffled
+once (seeded) and split 90/10 into train and validation. Every epoch replaces ``OUT/checkpoint.pt``
+(everything ``--resume`` needs, including the best validation weights, which export uses), appends
+to ``OUT/log.csv`` and redraws ``OUT/losses.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from app.core.crop import to_normalised
+from app.core.model_io import normalise_crops
+from trainer.augment import AugmentConfig, make_crop
+from trainer.checkpoint import load_checkpoint, model_state, save_checkpoint
+from trainer.datasets.registry import FaceDataset, open_dataset
+from trainer.losses import LossWeights, heatmap_sigma, loss_heatmap, loss_pose, loss_pose_proj, loss_visibility
+from trainer.mean_face import build_mean_face
+from trainer.mnn import MNN
+
+log = logging.getLogger(__name__)
+TASKS = ("pose", "pose_proj", "heatmap", "visibility")
+PLATEAU_EPOCHS = 15
+
+
+class CropDataset(Dataset):
+    """Network-ready crops of faces from several datasets; augmented (seeded per epoch and item) or plain."""
+
+    def __init__(self, items: list[tuple[FaceDataset, int]], size: int, mean_face: np.ndarray,
+                 mean: tuple[float, ...], std: tuple[float, ...], augment: AugmentConfig | None, seed: int) -> None:
+        self.items, self.size, self.mean_face = items, size, mean_face
+        self.mean, self.std, self.augment, self.seed = np.array(mean), np.array(std), augment, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        source, index = self.items[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i]) if self.augment is not None else None
+        crop = make_crop(source[index], self.size, self.mean_face, rng, self.augment or AugmentConfig())
+        return crop_tensors(crop.image, crop.landmarks, crop.mask, crop.visibility, crop.pose, crop.has_pose,
+                            self.size, self.mean, self.std)
+
+
+def crop_tensors(image: np.ndarray, landmarks: np.ndarray, mask: np.ndarray, visibility: np.ndarray, pose: np.ndarray,
+                 has_pose: bool, size: int, mean: np.ndarray, std: np.ndarray) -> dict[str, torch.Tensor]:
+    """One training example as tensors: normalised image, landmarks in pixels and normalised, labels."""
+    return {
+        "image": torch.from_numpy(normalise_crops(image[None], mean, std)[0]),
+        "landmarks_px": torch.from_numpy(np.asarray(landmarks, dtype=np.float32)),
+        "landmarks": torch.from_numpy(to_normalised(landmarks, size).astype(np.float32)),
+        "mask": torch.from_numpy(np.asarray(mask, dtype=bool)),
+        "visibility": torch.from_numpy(np.asarray(visibility, dtype=bool)),
+        "pose": torch.from_numpy(np.asarray(pose, dtype=np.float32)),
+        "has_pose": torch.tensor(bool(has_pose)),
+    }
+
+
+def compute_losses(model: MNN, batch: dict[str, torch.Tensor], mean_face: torch.Tensor, sigma: float) -> dict[str, torch.Tensor]:
+    """The four task losses for a batch."""
+    out = model(batch["image"])
+    has_landmarks = batch["landmarks"].shape[1] == mean_face.shape[0]
+    return {
+        "pose": loss_pose(out.pose, batch["pose"], batch["has_pose"]),
+        "pose_proj": (loss_pose_proj(out.pose_proj, batch["landmarks"], batch["mask"], mean_face)
+                      if has_landmarks else out.pose_proj.sum() * 0),
+        "heatmap": loss_heatmap(out.heatmap_logits, batch["landmarks_px"], batch["mask"], sigma),
+        "visibility": loss_visibility(out.visibility_logits, batch["visibility"], batch["mask"]),
+    }
+
+
+def weighted_total(losses: dict[str, torch.Tensor], phase: int, weights: LossWeights) -> torch.Tensor:
+    """Eq. 5 in phase 2; the heatmap loss alone in phase 1 (landmark pre-training)."""
+    if phase == 1:
+        return losses["heatmap"]
+    return (weights.pose * losses["pose"] + weights.pose_proj * losses["pose_proj"]
+            + weights.heatmap * losses["heatmap"] + weights.visibility * losses["visibility"])
+
+
+def run_epoch(model: MNN, loader: DataLoader, optimizer: torch.optim.Optimizer | None, phase: int, weights: LossWeights,
+              mean_face: torch.Tensor, sigma: float, device: torch.device, desc: str) -> dict[str, float]:
+    """One pass over ``loader`` (training when ``optimizer`` is given); mean losses per task and in total."""
+    training = optimizer is not None
+    model.train(training)
+    sums = {k: 0.0 for k in (*TASKS, "total")}
+    count = 0
+    with torch.set_grad_enabled(training):
+        for batch in tqdm(loader, desc=desc, leave=False, unit="batch"):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            losses = compute_losses(model, batch, mean_face, sigma)
+            total = weighted_total(losses, phase, weights)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+            n = len(batch["image"])
+            count += n
+            for k, v in losses.items():
+                sums[k] += float(v.detach()) * n
+            sums["total"] += float(total.detach()) * n
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def split_items(datasets: list[FaceDataset], seed: int, limit: int | None) -> tuple[list, list]:
+    """Seeded shuffle of every face, then 90% train and 10% validation (at least one of each)."""
+    items = [(ds, i) for ds in datasets for i in range(len(ds))]
+    order = np.random.default_rng(seed).permutation(len(items))
+    items = [items[i] for i in order]
+    if limit:
+        items = items[:limit]
+    if len(items) < 2:
+        raise ValueError(f"need at least 2 faces to train, found {len(items)}")
+    n_val = max(1, round(len(items) * 0.1))
+    return items[n_val:], items[:n_val]
+
+
+def plot_history(history: list[dict[str, Any]], path: Path) -> None:
+    """Per-task training and validation losses against epoch, phases marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TASKS) + 1, figsize=(4 * (len(TASKS) + 1), 3.2))
+    epochs = [h["epoch"] for h in history]
+    for ax, key in zip(axes, (*TASKS, "total")):
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], label="train")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], label="validation")
+        starts = [h["epoch"] for h in history if h["phase"] == 2]
+        if starts:
+            ax.axvline(starts[0] - 0.5, color="grey", linestyle=":", label="phase 2")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_log(history: list[dict[str, Any]], path: Path) -> None:
+    """The whole history as CSV (rewritten each epoch so it always matches the checkpoint)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def make_optimizer(model: MNN, lr: float) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
+    """Adam, and the schedule that halves its rate after a 15-epoch validation plateau."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=PLATEAU_EPOCHS)
+    return optimizer, scheduler
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Run (or resume) training as ``args`` say; returns the checkpoint path."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    state = load_checkpoint(ckpt_path) if args.resume and ckpt_path.exists() else None
+    if args.resume and state is None:
+        log.info("no checkpoint in %s: starting afresh", out)
+    if state is not None:
+        saved = state["args"]
+        for key in ("data", "input_size", "seed", "limit", "batch_size", "lr"):
+            setattr(args, key, saved[key])
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    datasets = [open_dataset(spec) for spec in args.data]
+    landmarks = {ds[0].landmarks.shape[0] for ds in datasets if len(ds)}
+    if len(landmarks) != 1:
+        raise ValueError(f"all --data must share one landmark layout, found counts {sorted(landmarks)}")
+    n_landmarks = landmarks.pop()
+    mean_face = build_mean_face() if state is None else np.asarray(state["mean_face"])
+    model = MNN(args.input_size, n_landmarks).to(device)
+    train_items, val_items = split_items(datasets, args.seed, args.limit)
+    cfg = model.config
+    augment = AugmentConfig()
+    train_set = CropDataset(train_items, cfg.input_size, mean_face, cfg.mean, cfg.std, augment, args.seed)
+    val_set = CropDataset(val_items, cfg.input_size, mean_face, cfg.mean, cfg.std, None, args.seed)
+    loader_args = {"batch_size": args.batch_size, "num_workers": args.workers, "persistent_workers": False}
+    train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > args.batch_size,
+                              generator=torch.Generator().manual_seed(args.seed), **loader_args)
+    val_loader = DataLoader(val_set, shuffle=False, **loader_args)
+    mean_face_t = torch.as_tensor(mean_face, dtype=torch.float32, device=device)
+    sigma = heatmap_sigma(cfg.input_size)
+    weights = LossWeights(*args.loss_weights)
+    total_epochs = args.pretrain_epochs + args.epochs
+    optimizer, scheduler = make_optimizer(model, args.lr)
+    history: list[dict[str, Any]] = []
+    start, best, best_model = 0, float("inf"), None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best, best_model = state["history"], state["best_val"], state["best_model"]
+        start = state["epoch"] + 1
+        log.info("resuming %s at epoch %d of %d", out, start, total_epochs)
+    log.info("training on %s: %d train / %d validation faces, %d px, %d landmarks, %d + %d epochs",
+             device, len(train_set), len(val_set), cfg.input_size, n_landmarks, args.pretrain_epochs, args.epochs)
+    for epoch in range(start, total_epochs):
+        phase = 1 if epoch < args.pretrain_epochs else 2
+        if phase == 2 and epoch == args.pretrain_epochs and epoch > 0:
+            optimizer, scheduler = make_optimizer(model, args.lr)
+            best, best_model = float("inf"), None
+        train_set.epoch = epoch
+        started = time.time()
+        train_losses = run_epoch(model, train_loader, optimizer, phase, weights, mean_face_t, sigma, device,
+                                 f"epoch {epoch + 1}/{total_epochs} phase {phase}")
+        val_losses = run_epoch(model, val_loader, None, phase, weights, mean_face_t, sigma, device, "validation")
+        scheduler.step(val_losses["total"])
+        if val_losses["total"] < best:
+            best = val_losses["total"]
+            best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        row = {"epoch": epoch, "phase": phase, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - started, 1),
+               **{f"train_{k}": round(v, 6) for k, v in train_losses.items()},
+               **{f"val_{k}": round(v, 6) for k, v in val_losses.items()}}
+        history.append(row)
+        tqdm.write(f"epoch {epoch + 1}/{total_epochs} phase {phase}: train {train_losses['total']:.4f} "
+                   f"val {val_losses['total']:.4f} ({row['seconds']} s)")
+        save_checkpoint(ckpt_path, {
+            **model_state(model, mean_face), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": epoch, "history": history, "best_val": best, "best_model": best_model,
+            "args": vars(args) | {"out": str(args.out)}, "augment": asdict(augment),
+        })
+        write_log(history, out / "log.csv")
+        plot_history(history, out / "losses.png")
+    return ckpt_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH", help="training data; repeat")
+    parser.add_argument("--out", required=True, type=Path, help="run folder (checkpoint.pt, log.csv, losses.png)")
+    parser.add_argument("--input-size", type=int, default=128)
+    parser.add_argument("--pretrain-epochs", type=int, default=30, help="phase 1: heatmaps only")
+    parser.add_argument("--epochs", type=int, default=120, help="phase 2: all four losses")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--loss-weights", type=float, nargs=4, default=list(asdict(LossWeights()).values()),
+                        metavar=("POSE", "POSE_PROJ", "HEATMAP", "VISIBILITY"), help="α of eq. 5")
+    parser.add_argument("--limit", type=int, default=None, help="use only this many faces (after the seeded shuffle)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        path = train(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
