@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from app.core.crop import unwarp_points
+from app.core.crop import face_box_from_detection, unwarp_points
 from app.core.detector import create_detector
 from app.core.estimator import PoseEstimator
 from app.core.model_io import ModelError
@@ -82,7 +82,7 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
             if len(found) == 0:
                 missed += 1
                 continue
-            box = found[0, :4]
+            box = face_box_from_detection(found[0, :4])
         crops, transforms = crop_faces(frame, np.asarray([box]), size)
         out = estimator.estimate(crops, mode)
         truth = _truth_pose(sample, mean_face)

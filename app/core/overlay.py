@@ -1,0 +1,91 @@
+"""Draws a ``FrameResult`` onto its frame: pose axes, angles, boxes, landmarks, FPS and stage times.
+
+Colours (BGR): the head's x axis red, y axis green, z axis (the facing direction) blue, as
+``pose.axes_endpoints`` gives them; landmarks green where the model thinks them visible
+(probability ≥ ``VISIBLE_THRESHOLD``) and red where occluded. The axes start at the box centre and
+are as long as ``AXIS_SCALE`` × the box side, so they scale with the face.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from app.core.pipeline import FaceResult, FrameResult
+from app.core.pose import axes_endpoints
+
+RED = (0, 0, 255)
+GREEN = (0, 255, 0)
+BLUE = (255, 0, 0)
+BOX_COLOUR = (0, 215, 255)
+TEXT_COLOUR = (255, 255, 255)
+SHADOW_COLOUR = (0, 0, 0)
+AXIS_COLOURS = (RED, GREEN, BLUE)
+VISIBLE_THRESHOLD = 0.5
+AXIS_SCALE = 0.6
+STAGE_ORDER = ("decode", "detect", "crop", "infer", "refine", "overlay")
+
+
+def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:
+    """White text with a dark outline, legible on any background."""
+    thickness = max(1, round(scale * 2))
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, SHADOW_COLOUR, thickness + 2, cv2.LINE_AA)
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOUR, thickness, cv2.LINE_AA)
+
+
+def _point(xy: np.ndarray) -> tuple[int, int]:
+    return int(round(float(xy[0]))), int(round(float(xy[1])))
+
+
+def draw_axes(image: np.ndarray, face: FaceResult) -> None:
+    """The head's x (red), y (green) and z (blue, facing) axes from the box centre, drawn in place."""
+    box = np.asarray(face.box, dtype=np.float64)
+    centre = (box[:2] + box[2:4]) / 2
+    length = AXIS_SCALE * max(box[2] - box[0], box[3] - box[1])
+    ends = axes_endpoints(np.array([face.yaw, face.pitch, face.roll]), centre, length)
+    thickness = max(2, round(length / 40))
+    for end, colour in zip(ends, AXIS_COLOURS):
+        cv2.line(image, _point(centre), _point(end), colour, thickness, cv2.LINE_AA)
+
+
+def draw_landmarks(image: np.ndarray, face: FaceResult) -> None:
+    """Landmarks as dots, green when visible and red when occluded, drawn in place."""
+    if face.landmarks is None:
+        return
+    box = np.asarray(face.box, dtype=np.float64)
+    radius = max(1, round(max(box[2] - box[0], box[3] - box[1]) / 100))
+    visible = np.ones(len(face.landmarks), bool) if face.visibility is None \
+        else np.asarray(face.visibility) >= VISIBLE_THRESHOLD
+    for xy, seen in zip(face.landmarks, visible):
+        if np.all(np.isfinite(xy)):
+            cv2.circle(image, _point(xy), radius, GREEN if seen else RED, -1, cv2.LINE_AA)
+
+
+def stats_lines(result: FrameResult, fps: float | None) -> list[str]:
+    """The status text: FPS and mode, then the milliseconds of each stage the result timed."""
+    head = f"{result.mode} mode" if fps is None else f"{fps:.1f} FPS  {result.mode} mode"
+    stages = [f"{k} {result.timings_ms[k]:.1f}" for k in STAGE_ORDER if k in result.timings_ms]
+    stages += [f"{k} {v:.1f}" for k, v in result.timings_ms.items() if k not in STAGE_ORDER]
+    return [head] + ([" ".join(stages) + " ms"] if stages else [])
+
+
+def draw_overlay(frame_bgr: np.ndarray, result: FrameResult, show_axes: bool = True, show_landmarks: bool = True,
+                 show_box: bool = True, fps: float | None = None) -> np.ndarray:
+    """An annotated copy of ``frame_bgr``: per face the box, id and angles, landmarks and axes; the stats top left."""
+    image = frame_bgr.copy()
+    height, width = image.shape[:2]
+    scale = max(0.35, min(width, height) / 900)
+    line_height = int(32 * scale) + 4
+    for face in result.faces:
+        box = np.asarray(face.box, dtype=np.float64)
+        if show_box:
+            cv2.rectangle(image, _point(box[:2]), _point(box[2:4]), BOX_COLOUR, max(1, round(scale * 2)), cv2.LINE_AA)
+        if show_landmarks:
+            draw_landmarks(image, face)
+        if show_axes:
+            draw_axes(image, face)
+        label = f"#{face.face_id} yaw {face.yaw:+.0f} pitch {face.pitch:+.0f} roll {face.roll:+.0f}"
+        x, y = _point(box[:2])
+        _text(image, label, (max(0, x), max(line_height, y - 6)), scale)
+    for row, line in enumerate(stats_lines(result, fps)):
+        _text(image, line, (8, line_height * (row + 1)), scale)
+    return image

@@ -1,0 +1,292 @@
+"""Per-frame head-pose processing and the Qt-free frame loop that the viewer and the headless command share.
+
+``FacePipeline.process`` turns one BGR frame into a ``FrameResult``: detect every face, give it a
+stable id, crop it as the model expects (``crop.py``), run all crops in one batch, and map the
+outputs back to frame pixels. ``FrameLoop`` pulls frames from a ``VideoSource`` through a pipeline
+until the source ends or someone requests a stop, and keeps the latest frame and result for
+whoever wants to look (the viewer's display timer).
+
+Stages timed in ``FrameResult.timings_ms``: ``decode`` (added by ``FrameLoop``), ``detect``
+(detector and tracker), ``crop`` (warp and normalisation), ``infer`` (the ONNX run and mapping its
+outputs back to the frame), ``refine`` (full mode with a refiner only) and ``overlay`` (added by
+whoever draws).
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from app.core import crop, model_io
+from app.core.detector import MIN_SCORE, create_detector
+from app.core.estimator import DEFAULT_MODELS_DIR, MODES, EstimatorOutput, PoseEstimator
+from app.core.model_io import ModelInfo
+from app.core.smoothing import FaceSmoother
+from app.core.tracking import IouTracker
+from app.core.video import VideoSource
+
+Refiner = Callable[[np.ndarray, EstimatorOutput, ModelInfo], EstimatorOutput]
+"""The seam for the occlusion-aware regressor (OR): given the normalised batch, the full model's
+outputs and its metadata, return refined outputs. Applied in full mode only, timed as ``refine``."""
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face in one frame: its tracked id, detector box and score, pose, and (full mode) landmarks."""
+
+    face_id: int
+    box: np.ndarray
+    """``(4,)`` x1, y1, x2, y2 in frame pixels (the detector's box)."""
+    score: float
+    yaw: float
+    pitch: float
+    roll: float
+    """Angles in degrees, ``pose.py``'s convention."""
+    translation: np.ndarray
+    """``(3,)`` tx, ty, tz as the model outputs them (normalised crop coordinates, ``pose.py``)."""
+    landmarks: np.ndarray | None
+    """``(L, 2)`` frame pixels, full mode only."""
+    visibility: np.ndarray | None
+    """``(L,)`` probability that each landmark is visible, full mode only."""
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Every face found in one frame, with the time each stage took."""
+
+    index: int
+    time_s: float
+    faces: tuple[FaceResult, ...]
+    timings_ms: dict[str, float]
+    mode: str
+
+
+def check_frame(frame_bgr: np.ndarray) -> None:
+    """``ValueError`` unless ``frame_bgr`` is a non-empty ``(H, W, 3)`` uint8 image."""
+    if not isinstance(frame_bgr, np.ndarray):
+        raise ValueError(f"frame must be a numpy array, got {type(frame_bgr).__name__}")
+    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.shape[0] == 0 or frame_bgr.shape[1] == 0:
+        raise ValueError(f"frame must be an (H, W, 3) BGR image, got shape {frame_bgr.shape}")
+    if frame_bgr.dtype != np.uint8:
+        raise ValueError(f"frame must be uint8, got {frame_bgr.dtype}")
+
+
+def crop_square(detector_box: np.ndarray) -> np.ndarray:
+    """The square a detector box is cropped to: the face box it stands for (``crop.face_box_from_detection``,
+    so that crops match the training crops), enlarged 30% and made square."""
+    return crop.square_box(crop.face_box_from_detection(detector_box))
+
+
+def crop_faces(frame_bgr: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(N, size, size, 3)`` RGB crops of the detector boxes (``crop_square``), with each crop's
+    frame → crop affine (``crop.unwarp_points`` maps model outputs back)."""
+    transforms = [crop.crop_transform(crop_square(box), size) for box in boxes]
+    crops = np.zeros((len(transforms), size, size, 3), np.uint8)
+    for i, transform in enumerate(transforms):
+        crops[i] = cv2.cvtColor(crop.warp_image(frame_bgr, transform, size), cv2.COLOR_BGR2RGB)
+    return crops, transforms
+
+
+class FacePipeline:
+    """Detector, tracker, ONNX models and optional smoothing, run on one frame at a time.
+
+    ``set_mode`` and ``set_smoothing`` may be called from another thread; they take effect on the
+    next frame. The model of a mode is opened on its first frame (``load`` opens it up front).
+    """
+
+    def __init__(self, models_dir: Path = DEFAULT_MODELS_DIR, mode: str = "pose", smooth: bool = False,
+                 detector: str = "blazeface", providers: list[str] | None = None,
+                 refiner: Refiner | None = None, min_score: float = MIN_SCORE) -> None:
+        self._check_mode(mode)
+        self._mode = mode
+        self._smooth = smooth
+        self._restart_filters = False
+        self._settings_lock = threading.Lock()
+        self._estimator = PoseEstimator(models_dir, providers)
+        self._detector = create_detector(detector, min_score)
+        self._tracker = IouTracker()
+        self._smoother = FaceSmoother()
+        self.refiner = refiner
+
+    @staticmethod
+    def _check_mode(mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+
+    @property
+    def mode(self) -> str:
+        """``pose`` (encoder only) or ``full`` (landmarks and visibility too)."""
+        with self._settings_lock:
+            return self._mode
+
+    def set_mode(self, mode: str) -> None:
+        """Switch mode from the next frame on; ``ValueError`` for an unknown mode."""
+        self._check_mode(mode)
+        with self._settings_lock:
+            self._mode = mode
+
+    @property
+    def smoothing(self) -> bool:
+        """Whether per-face One Euro smoothing is on."""
+        with self._settings_lock:
+            return self._smooth
+
+    def set_smoothing(self, enabled: bool) -> None:
+        """Turn smoothing on or off from the next frame on; turning it on starts the filters afresh."""
+        with self._settings_lock:
+            self._restart_filters = self._restart_filters or (enabled and not self._smooth)
+            self._smooth = bool(enabled)
+
+    @property
+    def provider(self) -> str:
+        """The ONNX Runtime execution provider in use, e.g. ``CPUExecutionProvider``."""
+        return self._estimator.provider
+
+    @property
+    def tracker(self) -> IouTracker:
+        """The face tracker (a resumed run seeds it with the ids it already wrote)."""
+        return self._tracker
+
+    def reset_tracks(self) -> None:
+        """Forget every face (a new video starts): ids start again at 1 and the filters afresh."""
+        self._tracker = IouTracker()
+        self._smoother.reset()
+
+    def load(self, mode: str | None = None) -> ModelInfo:
+        """Open the model of ``mode`` (default: the current one) now; ``ModelError`` if it is unusable."""
+        return self._estimator.info(mode or self.mode)
+
+    def process(self, frame_bgr: np.ndarray, index: int = 0, time_s: float = 0.0) -> FrameResult:
+        """All faces of one BGR frame; ``ValueError`` for something that is not an ``(H, W, 3)`` uint8 image."""
+        check_frame(frame_bgr)
+        with self._settings_lock:
+            mode, smooth, restart = self._mode, self._smooth, self._restart_filters
+            self._restart_filters = False
+        if restart:
+            self._smoother.reset()
+        info = self._estimator.info(mode)
+        timings: dict[str, float] = {}
+
+        start = time.perf_counter()
+        detections = self._detector.detect(frame_bgr)
+        ids = self._tracker.update(detections)
+        timings["detect"] = _ms_since(start)
+
+        start = time.perf_counter()
+        crops, transforms = crop_faces(frame_bgr, detections[:, :4], info.input_size)
+        batch = model_io.to_input(crops, info)
+        timings["crop"] = _ms_since(start)
+
+        start = time.perf_counter()
+        out = self._estimator.run(batch, mode)
+        timings["infer"] = _ms_since(start)
+        if mode == "full" and self.refiner is not None and len(batch):
+            start = time.perf_counter()
+            out = self.refiner(batch, out, info)
+            timings["refine"] = _ms_since(start)
+
+        start = time.perf_counter()
+        faces = self._faces(detections, ids, transforms, out, time_s, smooth)
+        timings["infer"] += _ms_since(start)
+        return FrameResult(index=index, time_s=time_s, faces=faces, timings_ms=timings, mode=mode)
+
+    def _faces(self, detections: np.ndarray, ids: list[int], transforms: list[np.ndarray], out: EstimatorOutput,
+               time_s: float, smooth: bool) -> tuple[FaceResult, ...]:
+        faces = []
+        for i, (face_id, transform) in enumerate(zip(ids, transforms)):
+            values: dict[str, np.ndarray | None] = {
+                "box": detections[i, :4].astype(np.float64),
+                "angles": out.pose[i, :3].astype(np.float64),
+                "translation": out.pose[i, 3:6].astype(np.float64),
+                "landmarks": None if out.landmarks is None else crop.unwarp_points(out.landmarks[i], transform),
+            }
+            if smooth:
+                values = self._smoother.smooth(face_id, time_s, values)
+            angles = values["angles"]
+            faces.append(FaceResult(
+                face_id=face_id, box=values["box"], score=float(detections[i, 4]),
+                yaw=float(angles[0]), pitch=float(angles[1]), roll=float(angles[2]),
+                translation=values["translation"], landmarks=values["landmarks"],
+                visibility=None if out.visibility is None else out.visibility[i].astype(np.float64)))
+        if smooth:
+            self._smoother.forget(self._tracker.live_ids)
+        return tuple(faces)
+
+    def close(self) -> None:
+        """Release the detector and the ONNX sessions."""
+        self._detector.close()
+        self._estimator.close()
+
+    def __enter__(self) -> "FacePipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class FrameLoop:
+    """Reads a source through a pipeline until the source ends or ``request_stop`` is called.
+
+    The loop runs in the caller's thread (the viewer's worker thread, or the main thread of the
+    headless command); ``request_stop`` and ``latest`` are safe from any other thread. A stop
+    request is final: a stopped loop's ``run`` returns at once.
+    """
+
+    def __init__(self, source: VideoSource, pipeline: FacePipeline, max_frames: int | None = None) -> None:
+        self.source = source
+        self.pipeline = pipeline
+        self.max_frames = max_frames
+        self._stop = threading.Event()
+        self._latest_lock = threading.Lock()
+        self._latest: tuple[np.ndarray, FrameResult] | None = None
+
+    def run(self, on_frame: Callable[[np.ndarray, FrameResult], None],
+            on_skipped: Callable[[int, float, np.ndarray], None] | None = None, start_index: int = 0) -> None:
+        """Process frames, calling ``on_frame(frame_bgr, result)`` for each, until the end or a stop request.
+
+        Frames with an index below ``start_index`` are decoded but not processed: they go to
+        ``on_skipped(index, time_s, frame_bgr)`` if given (a resumed run redraws them). Frames
+        with an index of ``max_frames`` or more end the loop.
+        """
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            item = self.source.read()
+            decode_ms = _ms_since(start)
+            if item is None:
+                break
+            index, time_s, frame = item
+            if self.max_frames is not None and index >= self.max_frames:
+                break
+            if index < start_index:
+                if on_skipped is not None:
+                    on_skipped(index, time_s, frame)
+                continue
+            result = self.pipeline.process(frame, index, time_s)
+            result = dataclasses.replace(result, timings_ms={"decode": decode_ms, **result.timings_ms})
+            with self._latest_lock:
+                self._latest = (frame, result)
+            on_frame(frame, result)
+
+    def request_stop(self) -> None:
+        """Ask the loop to end after the frame in hand."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether ``request_stop`` has been called."""
+        return self._stop.is_set()
+
+    def latest(self) -> tuple[np.ndarray, FrameResult] | None:
+        """The most recent frame and its result, or ``None`` before the first one."""
+        with self._latest_lock:
+            return self._latest

@@ -1,0 +1,63 @@
+"""``python -m trainer.calibrate_detector``: how the app's face-detector boxes sit relative to landmark boxes.
+
+The network is trained on crops of the landmark box (+30%, square) but the app crops detector boxes.
+This measures, on training faces, the landmark box's centre offset (in detector-box widths and
+heights) and its side over the detector box's side, as medians; ``app.core.crop.DETECTOR_BOX_FIT``
+holds the result so the app's crops match the training crops.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from app.core.detector import create_detector
+from trainer.datasets.registry import open_dataset
+
+
+def box_relations(specs: list[str], detector_name: str = "blazeface") -> np.ndarray:
+    """Rows ``(dx, dy, side ratio)`` per face whose nearest detection lies within half a face of its landmark box."""
+    detector = create_detector(detector_name)
+    rows = []
+    try:
+        for spec in specs:
+            dataset = open_dataset(spec)
+            for i in tqdm(range(len(dataset)), desc=spec, unit="face"):
+                sample = dataset[i]
+                found = detector.detect(cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
+                if len(found) == 0:
+                    continue
+                box = np.asarray(sample.box, dtype=np.float64)
+                centre, side = (box[:2] + box[2:4]) / 2, max(box[2] - box[0], box[3] - box[1])
+                centres = (found[:, :2] + found[:, 2:4]) / 2
+                best = int(np.argmin(np.linalg.norm(centres - centre, axis=1)))
+                if np.linalg.norm(centres[best] - centre) > side / 2:
+                    continue
+                w, h = found[best, 2] - found[best, 0], found[best, 3] - found[best, 1]
+                rows.append([(centre[0] - centres[best, 0]) / w, (centre[1] - centres[best, 1]) / h, side / max(w, h)])
+    finally:
+        detector.close()
+    return np.asarray(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.calibrate_detector", description=__doc__)
+    parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH", help="training data; repeat")
+    parser.add_argument("--detector", default="blazeface")
+    args = parser.parse_args(argv)
+    rows = box_relations(args.data, args.detector)
+    if len(rows) == 0:
+        print("error: the detector found none of the faces", file=sys.stderr)
+        return 2
+    median, spread = np.median(rows, 0), rows.std(0)
+    print(json.dumps({"faces": len(rows), "dx": round(float(median[0]), 4), "dy": round(float(median[1]), 4),
+                      "scale": round(float(median[2]), 4), "std": [round(float(v), 4) for v in spread]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
