@@ -47,7 +47,7 @@ def test_phase_two_logs_all_four_task_losses(trained_run: Path) -> None:
 
 
 def test_run_folder_holds_checkpoint_log_and_plot(trained_run: Path) -> None:
-    assert {"checkpoint.pt", "log.csv", "losses.png"} <= {p.name for p in trained_run.iterdir()}
+    assert {"checkpoint.pt", "best.pt", "log.csv", "losses.png"} <= {p.name for p in trained_run.iterdir()}
 
 
 def test_resume_continues_at_the_next_epoch(trained_run: Path, tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_resume_continues_at_the_next_epoch(trained_run: Path, tmp_path: Path) -
 def test_exported_run_evaluates_on_helen_test_through_the_app_runtime(trained_run: Path, tmp_path: Path) -> None:
     helen_test = require_shared("300w", "helen_test")
     models = tmp_path / "models"
-    export = _run("-m", "trainer.export", "--checkpoint", str(trained_run / "checkpoint.pt"), "--out", str(models))
+    export = _run("-m", "trainer.export", "--checkpoint", str(trained_run / "best.pt"), "--out", str(models))
     assert export.returncode == 0, export.stderr[-2000:]
     out = tmp_path / "eval.json"
     result = _run("-m", "trainer.evaluate", "--model", str(models), "--data", f"300w:{helen_test}",
@@ -82,3 +82,21 @@ def test_train_names_a_bad_dataset_spec() -> None:
     result = _run("-m", "trainer.train", "--data", "nosuchkind:/nowhere", "--out", "/tmp/never-written")
     assert result.returncode == 2
     assert "nosuchkind" in result.stderr
+
+
+def test_synthetic_faces_join_training_at_the_given_ratio_drawn_afresh_each_epoch() -> None:
+    from trainer.datasets.registry import open_dataset
+    from trainer.mean_face import build_mean_face
+    from trainer.train import CropDataset
+
+    afw = open_dataset(f"300w:{require_shared('300w', 'afw')}")
+    base = [(afw, i) for i in range(10)]
+    synthetic = [(afw, i) for i in range(10, 40)]
+    data = CropDataset(base, 64, build_mean_face(), (0.5,) * 3, (0.25,) * 3, None, 0, synthetic, 0.5)
+    assert len(data) == 15 and data.items[:10] == base
+    first = list(data.items[10:])
+    assert all(item in synthetic for item in first)
+    data.set_epoch(1)
+    assert data.items[10:] != first
+    data.set_epoch(0)
+    assert data.items[10:] == first

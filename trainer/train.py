@@ -3,8 +3,12 @@
 Phase 1 minimises the heatmap loss alone; phase 2 all four losses of eq. 5, with a fresh Adam
 (lr 1e-3) halved whenever the validation loss has not improved for 15 epochs. The data are shuffled
 once (seeded) and split 90/10 into train and validation. Every epoch replaces ``OUT/checkpoint.pt``
-(everything ``--resume`` needs, including the best validation weights, which export uses), appends
-to ``OUT/log.csv`` and redraws ``OUT/losses.png``.
+(everything ``--resume`` needs) and, when validation improves, ``OUT/best.pt`` (what export takes),
+rewrites ``OUT/log.csv`` and redraws ``OUT/losses.png``.
+
+``--synthetic`` adds generated faces (e.g. ``trainer.profile``'s turned heads) to the training side
+only: each epoch draws ``--synthetic-ratio`` synthetic faces per original training face, afresh.
+Validation stays on the originals so that its loss is comparable with and without them.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from tqdm import tqdm
 from app.core.crop import to_normalised
 from app.core.model_io import normalise_crops
 from trainer.augment import AugmentConfig, make_crop
-from trainer.checkpoint import load_checkpoint, model_state, save_checkpoint
+from trainer.checkpoint import (compact_optimizer_state, expand_optimizer_state, load_checkpoint, model_state,
+                                save_checkpoint)
 from trainer.datasets.registry import FaceDataset, open_dataset
 from trainer.losses import LossWeights, heatmap_sigma, loss_heatmap, loss_pose, loss_pose_proj, loss_visibility
 from trainer.mean_face import build_mean_face
@@ -37,13 +42,27 @@ PLATEAU_EPOCHS = 15
 
 
 class CropDataset(Dataset):
-    """Network-ready crops of faces from several datasets; augmented (seeded per epoch and item) or plain."""
+    """Network-ready crops of faces from several datasets; augmented (seeded per epoch and item) or plain.
+
+    ``synthetic`` faces join the ``items`` each epoch, ``synthetic_ratio`` of them per item, drawn
+    afresh (seeded) by ``set_epoch``.
+    """
 
     def __init__(self, items: list[tuple[FaceDataset, int]], size: int, mean_face: np.ndarray,
-                 mean: tuple[float, ...], std: tuple[float, ...], augment: AugmentConfig | None, seed: int) -> None:
-        self.items, self.size, self.mean_face = items, size, mean_face
+                 mean: tuple[float, ...], std: tuple[float, ...], augment: AugmentConfig | None, seed: int,
+                 synthetic: list[tuple[FaceDataset, int]] | None = None, synthetic_ratio: float = 0.0) -> None:
+        self.base, self.synthetic = items, synthetic or []
+        self.extra = round(synthetic_ratio * len(items)) if self.synthetic else 0
+        self.size, self.mean_face = size, mean_face
         self.mean, self.std, self.augment, self.seed = np.array(mean), np.array(std), augment, seed
-        self.epoch = 0
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seed this epoch's augmentation and draw its synthetic faces."""
+        self.epoch = epoch
+        rng = np.random.default_rng([self.seed, epoch, 7])
+        picks = rng.choice(len(self.synthetic), self.extra, replace=self.extra > len(self.synthetic)) if self.extra else []
+        self.items = self.base + [self.synthetic[i] for i in picks]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -176,23 +195,26 @@ def train(args: argparse.Namespace) -> Path:
         log.info("no checkpoint in %s: starting afresh", out)
     if state is not None:
         saved = state["args"]
-        for key in ("data", "input_size", "seed", "limit", "batch_size", "lr"):
+        for key in ("input_size", "seed", "limit", "batch_size", "lr"):
             setattr(args, key, saved[key])
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     datasets = [open_dataset(spec) for spec in args.data]
-    landmarks = {ds[0].landmarks.shape[0] for ds in datasets if len(ds)}
+    synthetic_sets = [open_dataset(spec) for spec in args.synthetic or []]
+    landmarks = {ds[0].landmarks.shape[0] for ds in datasets + synthetic_sets if len(ds)}
     if len(landmarks) != 1:
-        raise ValueError(f"all --data must share one landmark layout, found counts {sorted(landmarks)}")
+        raise ValueError(f"all --data and --synthetic must share one landmark layout, found counts {sorted(landmarks)}")
     n_landmarks = landmarks.pop()
     mean_face = build_mean_face() if state is None else np.asarray(state["mean_face"])
     model = MNN(args.input_size, n_landmarks).to(device)
     train_items, val_items = split_items(datasets, args.seed, args.limit)
+    synthetic_items = [(ds, i) for ds in synthetic_sets for i in range(len(ds))]
     cfg = model.config
     augment = AugmentConfig()
-    train_set = CropDataset(train_items, cfg.input_size, mean_face, cfg.mean, cfg.std, augment, args.seed)
+    train_set = CropDataset(train_items, cfg.input_size, mean_face, cfg.mean, cfg.std, augment, args.seed,
+                            synthetic_items, args.synthetic_ratio)
     val_set = CropDataset(val_items, cfg.input_size, mean_face, cfg.mean, cfg.std, None, args.seed)
-    loader_args = {"batch_size": args.batch_size, "num_workers": args.workers, "persistent_workers": False}
+    loader_args = {"batch_size": args.batch_size, "num_workers": args.workers}
     train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > args.batch_size,
                               generator=torch.Generator().manual_seed(args.seed), **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
@@ -202,39 +224,41 @@ def train(args: argparse.Namespace) -> Path:
     total_epochs = args.pretrain_epochs + args.epochs
     optimizer, scheduler = make_optimizer(model, args.lr)
     history: list[dict[str, Any]] = []
-    start, best, best_model = 0, float("inf"), None
+    start, best = 0, float("inf")
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(expand_optimizer_state(state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
-        history, best, best_model = state["history"], state["best_val"], state["best_model"]
+        history, best = state["history"], state["best_val"]
         start = state["epoch"] + 1
         log.info("resuming %s at epoch %d of %d", out, start, total_epochs)
-    log.info("training on %s: %d train / %d validation faces, %d px, %d landmarks, %d + %d epochs",
-             device, len(train_set), len(val_set), cfg.input_size, n_landmarks, args.pretrain_epochs, args.epochs)
+    log.info("training on %s: %d train (%d synthetic) / %d validation faces, %d px, %d landmarks, %d + %d epochs",
+             device, len(train_set), train_set.extra, len(val_set), cfg.input_size, n_landmarks,
+             args.pretrain_epochs, args.epochs)
     for epoch in range(start, total_epochs):
         phase = 1 if epoch < args.pretrain_epochs else 2
         if phase == 2 and epoch == args.pretrain_epochs and epoch > 0:
             optimizer, scheduler = make_optimizer(model, args.lr)
-            best, best_model = float("inf"), None
-        train_set.epoch = epoch
+            best = float("inf")
+        train_set.set_epoch(epoch)
         started = time.time()
         train_losses = run_epoch(model, train_loader, optimizer, phase, weights, mean_face_t, sigma, device,
                                  f"epoch {epoch + 1}/{total_epochs} phase {phase}")
         val_losses = run_epoch(model, val_loader, None, phase, weights, mean_face_t, sigma, device, "validation")
         scheduler.step(val_losses["total"])
-        if val_losses["total"] < best:
-            best = val_losses["total"]
-            best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         row = {"epoch": epoch, "phase": phase, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - started, 1),
                **{f"train_{k}": round(v, 6) for k, v in train_losses.items()},
                **{f"val_{k}": round(v, 6) for k, v in val_losses.items()}}
         history.append(row)
         tqdm.write(f"epoch {epoch + 1}/{total_epochs} phase {phase}: train {train_losses['total']:.4f} "
                    f"val {val_losses['total']:.4f} ({row['seconds']} s)")
+        if val_losses["total"] < best:
+            best = val_losses["total"]
+            save_checkpoint(out / "best.pt", {**model_state(model, mean_face), "epoch": epoch, "phase": phase,
+                                              "val": val_losses})
         save_checkpoint(ckpt_path, {
-            **model_state(model, mean_face), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch, "history": history, "best_val": best, "best_model": best_model,
+            **model_state(model, mean_face), "optimizer": compact_optimizer_state(optimizer.state_dict()),
+            "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history, "best_val": best,
             "args": vars(args) | {"out": str(args.out)}, "augment": asdict(augment),
         })
         write_log(history, out / "log.csv")
@@ -246,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH", help="training data; repeat")
-    parser.add_argument("--out", required=True, type=Path, help="run folder (checkpoint.pt, log.csv, losses.png)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder (checkpoint.pt, best.pt, log.csv, losses.png)")
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--pretrain-epochs", type=int, default=30, help="phase 1: heatmaps only")
     parser.add_argument("--epochs", type=int, default=120, help="phase 2: all four losses")
@@ -254,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--loss-weights", type=float, nargs=4, default=list(asdict(LossWeights()).values()),
                         metavar=("POSE", "POSE_PROJ", "HEATMAP", "VISIBILITY"), help="α of eq. 5")
+    parser.add_argument("--synthetic", action="append", metavar="KIND:PATH",
+                        help="generated faces added to training only (e.g. aflw2000:runs/profiled); repeat")
+    parser.add_argument("--synthetic-ratio", type=float, default=1.0,
+                        help="synthetic faces drawn per original training face each epoch")
     parser.add_argument("--limit", type=int, default=None, help="use only this many faces (after the seeded shuffle)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
