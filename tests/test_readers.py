@@ -211,6 +211,32 @@ def test_aflw2000_landmarks_and_pose_agree_through_the_mean_face() -> None:
     assert np.abs(errors).mean() < 2.0 and np.abs(errors).max() < 8.0
 
 
+def _write_fitting(folder: Path, name: str, **extra: np.ndarray) -> np.ndarray:
+    random_image(folder / f"{name}.jpg")
+    points = np.random.default_rng(1).uniform(5, 50, (3, 68))
+    scipy.io.savemat(str(folder / f"{name}.mat"),
+                     {"Pose_Para": np.array([[0.1, -0.4, 0.2, 0, 0, 0, 1]]), "pt3d_68": points, **extra})
+    return points
+
+
+def test_aflw2000_visibility_68_in_the_mat_becomes_the_sample_visibility(tmp_path: Path) -> None:
+    visible = np.ones(68, np.uint8)
+    visible[[0, 1, 2, 36, 40]] = 0
+    _write_fitting(tmp_path, "turned", visibility_68=visible[None])
+    _write_fitting(tmp_path, "plain")
+    data = open_dataset(f"aflw2000:{tmp_path}")
+    turned, plain = data[data.names.index("turned")], data[data.names.index("plain")]
+    np.testing.assert_array_equal(turned.visibility, visible == 1)
+    assert turned.mask.all() and turned.visibility.dtype == bool
+    assert plain.visibility.all()
+
+
+def test_aflw2000_visibility_68_of_the_wrong_length_is_refused_naming_the_file(tmp_path: Path) -> None:
+    _write_fitting(tmp_path, "broken", visibility_68=np.ones((1, 21)))
+    with pytest.raises(ValueError, match="broken.mat.*visibility_68"):
+        open_dataset(f"aflw2000:{tmp_path}")[0]
+
+
 # ---------------------------------------------------------------- BIWI
 
 

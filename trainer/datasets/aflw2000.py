@@ -8,7 +8,11 @@ Landmarks. ``pt3d_68`` (AFLW2000-3D) or, failing that, a 68-column ``pt2d`` (300
 MATLAB 3DDFA fitting, whose projection flips y as ``H + 1 - y`` (the 1-based flip; 3DDFA's Python
 port keeps ``std_size + 1 - y``). PRNet's/face3d's Python re-projection uses ``h - 1 - y`` instead,
 so the offset is an assumption worth one pixel, below the annotation noise; nothing in the files
-fixes it. There are no occlusion labels: annotated points are marked visible.
+fixes it.
+
+Visibility. AFLW2000-3D and 300W-LP have no occlusion labels: annotated points are marked visible.
+A ``.mat`` may add ``visibility_68`` (68 values, non-zero = visible), as the synthetic turned faces of
+``python -m trainer.profile`` do to carry self-occlusion; the sample's visibility is then that.
 """
 from __future__ import annotations
 
@@ -52,8 +56,9 @@ def read_labels(path: Path) -> dict[str, np.ndarray]:
             raise ValueError(f"{path}: non-numeric angle at line {reader.line_num} ({error})") from None
 
 
-def read_fitting(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(pose degrees, 0-based (68, 2) landmarks or None)`` from one AFLW2000-3D / 300W-LP ``.mat``."""
+def read_fitting(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(pose degrees, 0-based (68, 2) landmarks or None, (68,) bool visibility or None)`` from one
+    AFLW2000-3D / 300W-LP ``.mat`` (visibility only where the file has ``visibility_68``)."""
     try:
         mat = scipy.io.loadmat(str(path))
     except Exception as error:  # scipy raises several types for damaged or foreign files
@@ -67,7 +72,12 @@ def read_fitting(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     elif np.shape(mat.get("pt2d")) == (2, LANDMARKS):
         points = mat["pt2d"].T
     landmarks = None if points is None else (np.asarray(points, np.float64) - 1.0).astype(np.float32)
-    return pose_from_pose_para(pose_para), landmarks
+    visibility = None
+    if "visibility_68" in mat:
+        if np.size(mat["visibility_68"]) != LANDMARKS:
+            raise ValueError(f"{path}: visibility_68 has {np.size(mat['visibility_68'])} values, expected {LANDMARKS}")
+        visibility = np.asarray(mat["visibility_68"]).ravel() != 0
+    return pose_from_pose_para(pose_para), landmarks, visibility
 
 
 class Aflw2000Dataset(FaceDataset):
@@ -101,9 +111,9 @@ class Aflw2000Dataset(FaceDataset):
 
     def _load(self, index: int) -> FaceSample:
         mat = self._mats[index]
-        landmarks = None
+        landmarks = visibility = None
         if mat is not None:
-            pose, landmarks = read_fitting(mat)
+            pose, landmarks, visibility = read_fitting(mat)
         else:
             pose = self._labels[self._images[index].stem]
         if landmarks is None:
@@ -111,7 +121,7 @@ class Aflw2000Dataset(FaceDataset):
             box = None
         else:
             mask = np.ones(LANDMARKS, bool)
-            visibility = mask.copy()
+            visibility = mask.copy() if visibility is None else visibility
             box = landmark_box(landmarks).astype(np.float32)
         return FaceSample(
             image=read_image(self._images[index]),
