@@ -315,3 +315,10 @@ def test_status_text_names_rate_stages_provider_mode_and_faces() -> None:
     assert "infer 1.5 ms" in text
     assert "CUDA" in text and "ExecutionProvider" not in text
     assert "mode full" in text and "0 faces" in text and "REC" in text
+
+
+def test_status_text_says_when_the_occlusion_aware_regressor_places_the_landmarks() -> None:
+    refined = FrameResult(index=0, time_s=0.0, faces=(), timings_ms={"refine": 2.0}, mode="full", refiner="OR")
+    plain = FrameResult(index=0, time_s=0.0, faces=(), timings_ms={}, mode="full")
+    assert "mode full + OR" in status_text(30.0, refined, "CPUExecutionProvider", recording=False)
+    assert "OR" not in status_text(30.0, plain, "CPUExecutionProvider", recording=False)

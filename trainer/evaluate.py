@@ -7,7 +7,9 @@ detector's best detection. Reported per dataset:
 
 - pose MAE (yaw, pitch, roll, mean) against the dataset's pose, or, for landmark-only data such as
   300W, against the PnP pose of the ground-truth landmarks with the model's own mean face;
-- NME in percent with three normalisers (outer-eye corners, pupils, box height);
+- NME in percent with three normalisers (outer-eye corners, pupils, box height): ``nme`` for the
+  network alone (MNN, heatmap peaks) and, when the models folder holds ``or.npz``, ``nme_or`` for
+  MNN+OR (the occlusion-aware regressor, ``app.core.refiner``) on the same faces, side by side;
 - recall of occluded landmarks at 80% precision. Data without occlusion labels (300W) are scored on
   copies of each face with one synthetic rectangular occluder, seeded, drawn as in training.
 """
@@ -28,8 +30,9 @@ from tqdm import tqdm
 from app.core.crop import face_box_from_detection, unwarp_points
 from app.core.detector import create_detector
 from app.core.estimator import PoseEstimator
-from app.core.model_io import ModelError
+from app.core.model_io import ModelError, ModelInfo
 from app.core.pipeline import crop_faces
+from app.core.refiner import OR_FILE, OcclusionAwareRegressor
 from trainer.augment import AugmentConfig, Augmentation, apply_augmentation, draw_augmentation
 from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
@@ -59,15 +62,27 @@ def _occluded_copy(sample: FaceSample, size: int, mean_face: np.ndarray, index: 
     return crop.image, crop.mask, crop.visibility
 
 
+def _refiner(estimator: PoseEstimator, info: ModelInfo) -> OcclusionAwareRegressor | None:
+    """The occlusion-aware regressor beside the models, checked against the full model, or None without one."""
+    path = estimator.models_dir / OR_FILE
+    if not path.is_file():
+        return None
+    regressor = OcclusionAwareRegressor.load(path)
+    regressor.check(info)
+    return regressor
+
+
 def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int | None = None,
                      detector_name: str = "blazeface") -> dict[str, Any]:
     """All metrics for one ``KIND:PATH`` dataset."""
     dataset = open_dataset(spec)
     info = estimator.info(mode)
     size, mean_face = info.input_size, info.mean_face
+    refiner = _refiner(estimator, info) if mode == "full" else None
     detector = None
     pred_pose, true_pose = [], []
     nme: dict[str, list[float]] = {"inter_ocular": [], "inter_pupil": [], "box_height": []}
+    nme_or: dict[str, list[float]] = {key: [] for key in nme}
     vis_scores, vis_labels = [], []
     synthetic = True
     missed = 0
@@ -93,8 +108,11 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
             continue
         layout = layout_for(len(sample.landmarks))
         landmarks = unwarp_points(out.landmarks[0], transforms[0])
+        refined = None if refiner is None else unwarp_points(refiner(None, out, info).landmarks[0], transforms[0])
         for key, norm in normalisers(sample.landmarks, sample.box if sample.box is not None else box, layout).items():
             nme[key].append(face_nme(landmarks, sample.landmarks, sample.mask, norm))
+            if refined is not None:
+                nme_or[key].append(face_nme(refined, sample.landmarks, sample.mask, norm))
         if not np.array_equal(sample.visibility, sample.mask):
             synthetic = False
             vis_scores.append(1.0 - out.visibility[0][sample.mask])
@@ -109,6 +127,11 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
                               "mae": pose_mae(np.array(pred_pose), np.array(true_pose)) if true_pose else None}
     if mode == "full":
         result["nme"] = {k: float(np.mean(v)) for k, v in nme.items()} if nme["inter_ocular"] else None
+        result["nme_or"] = {k: float(np.mean(v)) for k, v in nme_or.items()} if nme_or["inter_ocular"] else None
+        result["refiner"] = None if refiner is None else OR_FILE
+        if result["nme"] is not None and result["nme_or"] is not None:
+            side_by_side = (f"{k} MNN {result['nme'][k]:.3f} | MNN+OR {result['nme_or'][k]:.3f}" for k in nme)
+            log.info("%s NME %%: %s", spec, "  ".join(side_by_side))
         recall = (recall_at_precision(np.concatenate(vis_scores), np.concatenate(vis_labels))
                   if vis_scores else None)
         protocol = None if recall is None else "synthetic occluder per face, seed 0" if synthetic else "dataset labels"

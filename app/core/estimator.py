@@ -97,6 +97,9 @@ class OnnxModel:
             raise ModelError(f"{self.path}: {detail}")
         options = ort.SessionOptions()
         options.log_severity_level = ORT_SEVERITY_ERROR
+        # Idle ONNX Runtime threads would otherwise spin after each run, taking the cores from the
+        # detector and the regressor that run between inferences in the same frame.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
         except Exception as exc:  # ONNX Runtime raises several exception types for unreadable files

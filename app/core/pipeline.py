@@ -10,6 +10,10 @@ Stages timed in ``FrameResult.timings_ms``: ``decode`` (added by ``FrameLoop``),
 (detector and tracker), ``crop`` (warp and normalisation), ``infer`` (the ONNX run and mapping its
 outputs back to the frame), ``refine`` (full mode with a refiner only) and ``overlay`` (added by
 whoever draws).
+
+Full mode refines landmarks with the occlusion-aware regressor (``app.core.refiner``) whenever the
+models folder holds ``or.npz``: it is read on the first full-mode use, and a file that is truncated,
+of another version or trained for another model is a ``ModelError`` naming it.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from app.core import crop, model_io
 from app.core.detector import MIN_SCORE, create_detector
 from app.core.estimator import DEFAULT_MODELS_DIR, MODES, EstimatorOutput, PoseEstimator
 from app.core.model_io import ModelInfo
+from app.core.refiner import OR_FILE, OcclusionAwareRegressor
 from app.core.smoothing import FaceSmoother
 from app.core.tracking import IouTracker
 from app.core.video import VideoSource
@@ -34,6 +39,9 @@ from app.core.video import VideoSource
 Refiner = Callable[[np.ndarray, EstimatorOutput, ModelInfo], EstimatorOutput]
 """The seam for the occlusion-aware regressor (OR): given the normalised batch, the full model's
 outputs and its metadata, return refined outputs. Applied in full mode only, timed as ``refine``."""
+
+AUTO_REFINER = "auto"
+"""``FacePipeline(refiner=AUTO_REFINER)``: use ``or.npz`` from the models folder when it is there."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,8 @@ class FrameResult:
     faces: tuple[FaceResult, ...]
     timings_ms: dict[str, float]
     mode: str
+    refiner: str | None = None
+    """The label of the refiner that placed the landmarks (``"OR"``), or None (pose mode, or none in use)."""
 
 
 def check_frame(frame_bgr: np.ndarray) -> None:
@@ -98,11 +108,13 @@ class FacePipeline:
 
     ``set_mode`` and ``set_smoothing`` may be called from another thread; they take effect on the
     next frame. The model of a mode is opened on its first frame (``load`` opens it up front).
+    ``refiner``: ``AUTO_REFINER`` (the default) uses ``models_dir/or.npz`` when it exists, None uses
+    none, or pass any ``Refiner`` callable.
     """
 
     def __init__(self, models_dir: Path = DEFAULT_MODELS_DIR, mode: str = "pose", smooth: bool = False,
                  detector: str = "blazeface", providers: list[str] | None = None,
-                 refiner: Refiner | None = None, min_score: float = MIN_SCORE) -> None:
+                 refiner: Refiner | str | None = AUTO_REFINER, min_score: float = MIN_SCORE) -> None:
         self._check_mode(mode)
         self._mode = mode
         self._smooth = smooth
@@ -112,7 +124,16 @@ class FacePipeline:
         self._detector = create_detector(detector, min_score)
         self._tracker = IouTracker()
         self._smoother = FaceSmoother()
-        self.refiner = refiner
+        self._refiner_lock = threading.Lock()
+        self._refiner_file: Path | None = None
+        self.refiner: Refiner | None = None
+        if refiner == AUTO_REFINER:
+            candidate = Path(models_dir) / OR_FILE
+            self._refiner_file = candidate if candidate.is_file() else None
+        elif isinstance(refiner, str):
+            raise ValueError(f"refiner must be a callable, None or {AUTO_REFINER!r}, got {refiner!r}")
+        else:
+            self.refiner = refiner
 
     @staticmethod
     def _check_mode(mode: str) -> None:
@@ -159,8 +180,33 @@ class FacePipeline:
         self._smoother.reset()
 
     def load(self, mode: str | None = None) -> ModelInfo:
-        """Open the model of ``mode`` (default: the current one) now; ``ModelError`` if it is unusable."""
-        return self._estimator.info(mode or self.mode)
+        """Open the model of ``mode`` (default: the current one) now, and in full mode the refiner;
+        ``ModelError`` if either is unusable."""
+        mode = mode or self.mode
+        info = self._estimator.info(mode)
+        if mode == "full":
+            self._full_mode_refiner(info)
+        return info
+
+    def _full_mode_refiner(self, info: ModelInfo) -> Refiner | None:
+        """The refiner for full mode, reading ``or.npz`` on first use and checking it against the model."""
+        with self._refiner_lock:
+            if self._refiner_file is not None:
+                regressor = OcclusionAwareRegressor.load(self._refiner_file)
+                regressor.check(info)
+                self.refiner, self._refiner_file = regressor, None
+            return self.refiner
+
+    @property
+    def refiner_name(self) -> str | None:
+        """What refines full-mode landmarks: ``or.npz`` (or the callable's ``label`` or type name), or None."""
+        with self._refiner_lock:
+            if self._refiner_file is not None:
+                return self._refiner_file.name
+            refiner = self.refiner
+        if refiner is None:
+            return None
+        return Path(refiner.source).name if isinstance(refiner, OcclusionAwareRegressor) else _label(refiner)
 
     def process(self, frame_bgr: np.ndarray, index: int = 0, time_s: float = 0.0) -> FrameResult:
         """All faces of one BGR frame; ``ValueError`` for something that is not an ``(H, W, 3)`` uint8 image."""
@@ -186,15 +232,17 @@ class FacePipeline:
         start = time.perf_counter()
         out = self._estimator.run(batch, mode)
         timings["infer"] = _ms_since(start)
-        if mode == "full" and self.refiner is not None and len(batch):
+        refiner = self._full_mode_refiner(info) if mode == "full" else None
+        if refiner is not None and len(batch):
             start = time.perf_counter()
-            out = self.refiner(batch, out, info)
+            out = refiner(batch, out, info)
             timings["refine"] = _ms_since(start)
 
         start = time.perf_counter()
         faces = self._faces(detections, ids, transforms, out, time_s, smooth)
         timings["infer"] += _ms_since(start)
-        return FrameResult(index=index, time_s=time_s, faces=faces, timings_ms=timings, mode=mode)
+        return FrameResult(index=index, time_s=time_s, faces=faces, timings_ms=timings, mode=mode,
+                           refiner=None if refiner is None else _label(refiner))
 
     def _faces(self, detections: np.ndarray, ids: list[int], transforms: list[np.ndarray], out: EstimatorOutput,
                time_s: float, smooth: bool) -> tuple[FaceResult, ...]:
@@ -232,6 +280,11 @@ class FacePipeline:
 
 def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
+
+
+def _label(refiner: Refiner) -> str:
+    """How a refiner is named to the user: its ``label`` attribute (``"OR"``), else its type's name."""
+    return str(getattr(refiner, "label", type(refiner).__name__))
 
 
 class FrameLoop:

@@ -6,8 +6,9 @@ For each input ``NAME.mp4`` it writes, into ``DIR``:
   face (columns in ``csv_columns``). Each frame's rows are written and flushed as soon as the frame
   is done, so an interrupted run loses at most the frame in hand.
 - ``NAME.annotated.mp4`` (unless ``--no-video``): every decoded frame with the overlay.
-- ``NAME.summary.json``: frame counts, faces, median milliseconds per stage, provider, mode, and
-  whether the run was complete or interrupted.
+- ``NAME.summary.json``: frame counts, faces, median milliseconds per stage, provider, mode, the
+  landmark refiner in use (``"refiner": "or.npz"`` in full mode with the occlusion-aware regressor,
+  else null), and whether the run was complete or interrupted.
 
 ``--resume`` continues a stopped run from its CSV: the rows already written are kept (the last
 frame's rows are redone, since a stop may have cut that frame short) and processing starts at the
@@ -364,6 +365,7 @@ def process_video(video: Path, options: Options, pipeline: FacePipeline) -> dict
             "smooth": options.smooth,
             "detector": options.detector,
             "provider": pipeline.provider,
+            "refiner": pipeline.refiner_name if options.mode == "full" else None,
             "input_size": info.input_size,
             "frames": source.frame_count if source.frame_count is not None else source.decoded + source.failed,
             "decoded": source.decoded,

@@ -1,0 +1,113 @@
+"""Fitting the OR: repeatable for a seed; ``trainer.train_or`` and ``trainer.evaluate`` end to end on a random model."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core import refiner as orr
+from tests.conftest import require_shared
+from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
+from trainer.mean_face import build_mean_face
+from trainer.or_fit import CascadeConfig, TrainingSet, fit_cascade, quantise_heatmaps
+
+SMALL = ["--copies", "2", "--stages", "2", "--trees-per-landmark", "1", "--depth", "2"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True)
+
+
+def _noisy_training_set(seed: int, mean_face: np.ndarray, n: int = 40) -> TrainingSet:
+    rng = np.random.default_rng(seed)
+    pose = np.column_stack([rng.uniform(-20, 20, (n, 3)), rng.uniform(-0.05, 0.05, (n, 2)), np.full(n, 1.5)])
+    truth = orr.initial_shapes(pose, mean_face, INPUT_SIZE) + rng.normal(0, 1.5, (n, LANDMARKS, 2))
+    heatmaps, evidence = quantise_heatmaps(rng.random((n, LANDMARKS, INPUT_SIZE, INPUT_SIZE), dtype=np.float32))
+    visibility = rng.uniform(0.3, 1.0, (n, LANDMARKS)).astype(np.float32)
+    return TrainingSet(heatmaps, evidence, visibility, pose, truth, np.ones((n, LANDMARKS), bool), INPUT_SIZE)
+
+
+def test_fitting_is_deterministic_for_a_fixed_seed():
+    mean_face = build_mean_face(require_shared("mean_face", "bfm68.txt"))
+    data = _noisy_training_set(0, mean_face)
+    config = CascadeConfig(stages=2, trees_per_landmark=1, depth=3)
+    first = fit_cascade(data, mean_face, config, seed=7, progress=False).arrays
+    second = fit_cascade(data, mean_face, config, seed=7, progress=False).arrays
+    other = fit_cascade(data, mean_face, config, seed=8, progress=False).arrays
+    assert first.keys() == second.keys()
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+    assert not np.array_equal(first["offsets"], other["offsets"])
+    assert not np.array_equal(first["leaves"], other["leaves"])
+
+
+@pytest.fixture(scope="module")
+def trained_or(random_models, tmp_path_factory) -> Path:
+    afw = require_shared("300w", "afw")
+    out = tmp_path_factory.mktemp("or") / "or.npz"
+    result = _run("-m", "trainer.train_or", "--model", str(random_models), "--data", f"300w:{afw}", "--limit", "4",
+                  *SMALL, "--val-fraction", "0.25", "--seed", "3", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MNN+OR" in result.stdout
+    return out
+
+
+def test_train_or_fits_the_network_outputs_of_augmented_training_faces(trained_or):
+    regressor = orr.OcclusionAwareRegressor.load(trained_or)
+    assert (regressor.stage_count, regressor.trees, regressor.depth) == (2, LANDMARKS, 2)
+    assert regressor.input_size == INPUT_SIZE
+    provenance = regressor.provenance
+    assert provenance["seed"] == 3 and provenance["copies"] == 2
+    assert provenance["fit_faces"] == 3 and provenance["held_out_faces"] == 1
+    assert provenance["samples"] == 6
+    assert set(provenance["validation"]) == {"faces", "nme_mnn", "nme_mnn_or"}
+
+
+def test_train_or_writes_the_same_file_for_the_same_seed(random_models, trained_or, tmp_path):
+    afw = require_shared("300w", "afw")
+    again = tmp_path / "or.npz"
+    result = _run("-m", "trainer.train_or", "--model", str(random_models), "--data", f"300w:{afw}", "--limit", "4",
+                  *SMALL, "--val-fraction", "0.25", "--seed", "3", "--out", str(again))
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second = orr.OcclusionAwareRegressor.load(trained_or).arrays, orr.OcclusionAwareRegressor.load(again).arrays
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+
+
+def test_train_or_refuses_more_heatmaps_than_the_memory_allowed(random_models, tmp_path):
+    afw = require_shared("300w", "afw")
+    result = _run("-m", "trainer.train_or", "--model", str(random_models), "--data", f"300w:{afw}", "--limit", "4",
+                  "--max-heatmap-gb", "0.0001", "--out", str(tmp_path / "or.npz"))
+    assert result.returncode == 2
+    assert "GiB" in result.stderr and not (tmp_path / "or.npz").exists()
+
+
+def test_train_or_names_a_missing_model(tmp_path):
+    afw = require_shared("300w", "afw")
+    result = _run("-m", "trainer.train_or", "--model", str(tmp_path / "none"), "--data", f"300w:{afw}",
+                  "--out", str(tmp_path / "or.npz"))
+    assert result.returncode == 4
+    assert "mnn_full.onnx" in result.stderr
+
+
+def test_evaluate_reports_mnn_and_mnn_or_side_by_side(random_models, trained_or, tmp_path):
+    helen_test = require_shared("300w", "helen_test")
+    models = tmp_path / "models"
+    shutil.copytree(random_models, models)
+    runs = {}
+    for with_or in (False, True):
+        if with_or:
+            shutil.copy(trained_or, models / orr.OR_FILE)
+        out = tmp_path / f"eval_{with_or}.json"
+        result = _run("-m", "trainer.evaluate", "--model", str(models), "--data", f"300w:{helen_test}",
+                      "--limit", "2", "--json", str(out))
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs[with_or] = json.loads(out.read_text())["datasets"][0]
+    assert runs[False]["nme_or"] is None and runs[False]["refiner"] is None
+    assert runs[True]["refiner"] == "or.npz"
+    assert runs[True]["nme"] == runs[False]["nme"]
+    assert set(runs[True]["nme_or"]) == set(runs[True]["nme"]) == {"inter_ocular", "inter_pupil", "box_height"}
+    assert runs[True]["nme_or"] != runs[True]["nme"]

@@ -1,0 +1,275 @@
+"""Fitting the occlusion-aware regressor's cascade (``app.core.refiner``) on recorded network outputs.
+
+Training follows the runtime step by step, so that each stage learns from the shapes the runtime will
+really have: the same ``x⁰``, active landmarks, pool sampling, tree traversal, occlusion rule and
+shape-model fit (the functions of ``app.core.refiner``). Per stage, gradient boosting as in ERT
+(Kazemi and Sullivan): each landmark's target is its residual ``A⁻¹ (x_true − x)`` in the stage's
+mean-shape frame; each tree is anchored at a landmark (trees cycle over the landmarks), fits only
+the samples where its anchor is active (elsewhere the runtime will not add it), and its leaves hold
+the shrunken mean residual of that landmark. A split node draws ``candidates`` random (pool pair,
+threshold) pairs, the threshold halfway between the feature values of two random samples at the
+node, and keeps the one that most reduces the squared error. Unannotated landmarks weigh nothing.
+Everything random comes from one ``numpy.random.Generator`` seeded by the caller.
+
+The shape model comes first: an uncentred PCA of the displacements ``x_true − x⁰`` (in ``x⁰``'s
+frame) of the fully annotated samples, keeping the components that hold ``shape_energy`` of their
+energy, with each component's RMS as its prior scale.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from app.core import refiner as orr
+
+log = logging.getLogger(__name__)
+
+QUANTISATION = 255.0
+"""Stored heatmaps are ``round(255 · h / max h)`` in uint8: a quarter of float32's memory, and the
+features are max-normalised anyway."""
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """Sizes and settings of the cascade. Radii are in mean-shape units (unit RMS radius: about 34 px
+    at a 128 px crop), from ``radius_first`` at the first stage geometrically down to ``radius_last``.
+
+    The defaults were chosen before a trained MNN existed, on held-out afw/helen_train faces with
+    simulated heatmaps (Gaussians around the true points with jitter, outliers and occluders): no
+    evaluation data. Trees that move only their own landmark need far more shrinkage than ERT's 0.1
+    to get anywhere in ten stages; deeper trees (5) overfitted there.
+    """
+
+    stages: int = 10
+    trees_per_landmark: int = 3
+    depth: int = 4
+    pool_size: int = 16
+    candidates: int = 50
+    radius_first: float = 0.3
+    radius_last: float = 0.03
+    shrinkage: float = 0.5
+    leaf_prior: float = 1.0
+    shape_energy: float = 0.999
+    shape_clamp: float = 3.0
+    shape_noise: float = 0.03
+    """The landmark noise ``ν`` of the shape-model fit, mean-shape units (about 1 px at 128 px)."""
+    visibility_threshold: float = 0.5
+    self_occlusion_deg: float = 45.0
+    """A landmark is self-occluded when its normal faces away by more than this beyond the silhouette."""
+
+
+@dataclass
+class TrainingSet:
+    """What the full model made of ``N`` training crops, with their labels (crop pixels).
+
+    ``heatmaps`` ``(N, L, H, W)`` uint8 (``quantise_heatmaps``), ``evidence`` ``(N, L)`` whether each
+    heatmap had a positive finite maximum, ``visibility`` ``(N, L)`` the network's probabilities,
+    ``pose_proj`` ``(N, 6)`` in the ``model_io`` units, ``landmarks`` ``(N, L, 2)`` the true positions,
+    ``weights`` ``(N, L)`` True where annotated (positions outside the crop are still exact).
+    """
+
+    heatmaps: np.ndarray
+    evidence: np.ndarray
+    visibility: np.ndarray
+    pose_proj: np.ndarray
+    landmarks: np.ndarray
+    weights: np.ndarray
+    input_size: int
+
+
+def quantise_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, L, H, W)`` float heatmaps → uint8 ``round(255 · h / max)`` (zeros without evidence) and the evidence."""
+    scale, evidence = orr.heatmap_scale(heatmaps)
+    with np.errstate(invalid="ignore", over="ignore"):  # broken maps (no evidence) become zeros
+        values = heatmaps.astype(np.float32) * (QUANTISATION * scale[..., None, None]).astype(np.float32)
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(np.rint(values), 0, QUANTISATION).astype(np.uint8), evidence
+
+
+def shape_basis(displacements: np.ndarray, energy: float) -> tuple[np.ndarray, np.ndarray]:
+    """Uncentred PCA of ``displacements`` ``(M, 2L)``: orthonormal rows ``(K, 2L)`` and the RMS of each
+    row's coefficients ``(K,)``."""
+    if len(displacements) < 2:
+        raise ValueError("the OR's shape basis needs at least two fully annotated training faces")
+    _, singular, rows = np.linalg.svd(displacements, full_matrices=False)
+    power = singular ** 2
+    keep = int(np.searchsorted(np.cumsum(power) / power.sum(), energy) + 1)
+    keep = min(keep, len(power))
+    rms = np.maximum(singular[:keep] / np.sqrt(len(displacements)), 1e-9)
+    return rows[:keep], rms
+
+
+def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig = CascadeConfig(), seed: int = 0,
+                provenance: dict[str, Any] | None = None, progress: bool = True) -> orr.OcclusionAwareRegressor:
+    """Fit the OR on ``data`` (see the module docstring); deterministic for a given ``seed``."""
+    rng = np.random.default_rng(seed)
+    mean_face = np.asarray(mean_face, dtype=np.float64)
+    count = mean_face.shape[0]
+    n = len(data.pose_proj)
+    if n == 0 or data.heatmaps.shape[:2] != (n, count):
+        raise ValueError(f"training set of {n} faces does not match {count} landmarks (heatmaps {data.heatmaps.shape})")
+    mean_shape = orr.mean_shape_of(mean_face)
+    normals = orr.surface_normals(mean_face)
+    facing_min = -float(np.sin(np.radians(config.self_occlusion_deg)))
+    truth = np.asarray(data.landmarks, dtype=np.float64)
+    weights = np.asarray(data.weights, dtype=np.float64)
+    initial = orr.initial_shapes(data.pose_proj, mean_face, data.input_size)
+    active = ((np.asarray(data.visibility) >= config.visibility_threshold)
+              & ~orr.self_occluded(data.pose_proj, normals, facing_min) & data.evidence)
+    forward0, inverse0 = orr.similarity(initial, mean_shape)
+
+    complete = np.asarray(data.weights, dtype=bool).all(1)
+    displacement0 = orr.apply_linear(inverse0, truth - initial).reshape(n, -1)
+    basis, sigma = shape_basis(displacement0[complete], config.shape_energy)
+    limits = config.shape_clamp * sigma
+    log.info("OR shape model: %d components for %.1f%% of the displacement energy", len(basis),
+             100 * config.shape_energy)
+
+    trees = count * config.trees_per_landmark
+    nodes, leaf_count = 2 ** config.depth - 1, 2 ** config.depth
+    radii = np.geomspace(config.radius_first, config.radius_last, config.stages) if config.stages > 1 \
+        else np.array([config.radius_first])
+    out = {
+        "offsets": np.zeros((config.stages, count, config.pool_size, 2), np.float32),
+        "anchors": np.tile(np.arange(count, dtype=np.int32), (config.stages, config.trees_per_landmark)),
+        "feature_a": np.zeros((config.stages, trees, nodes), np.int32),
+        "feature_b": np.zeros((config.stages, trees, nodes), np.int32),
+        "thresholds": np.zeros((config.stages, trees, nodes), np.float32),
+        "leaves": np.zeros((config.stages, trees, leaf_count, 2), np.float32),
+    }
+    shapes = initial
+    stage_bar = tqdm(range(config.stages), desc="OR stages", unit="stage", disable=not progress or None)
+    for stage in stage_bar:
+        out["offsets"][stage] = _draw_offsets(rng, count, config.pool_size, radii[stage])
+        forward, inverse = orr.similarity(shapes, mean_shape)
+        values = _pool_values(data.heatmaps, shapes, forward, out["offsets"][stage].astype(np.float64),
+                              data.input_size)
+        residual = orr.apply_linear(inverse, truth - shapes)
+        step = np.zeros_like(residual)
+        for tree in range(trees):
+            anchor = int(out["anchors"][stage, tree])
+            members = np.flatnonzero(active[:, anchor])
+            if len(members) == 0:
+                continue
+            feature_a, feature_b, thresholds, leaves, leaf = _fit_tree(
+                rng, values[members, anchor], residual[members, anchor] - step[members, anchor],
+                weights[members, anchor], config)
+            out["feature_a"][stage, tree], out["feature_b"][stage, tree] = feature_a, feature_b
+            out["thresholds"][stage, tree], out["leaves"][stage, tree] = thresholds, leaves
+            step[members, anchor] += leaves[leaf]
+        proposed = shapes + orr.apply_linear(forward, step)
+        shapes = _fit_shapes(proposed, initial, inverse0, forward0, active, basis, sigma, limits, config.shape_noise)
+        error = _mean_error(shapes, truth, data.weights)
+        stage_bar.set_postfix(error_px=f"{error:.2f}")
+        log.info("OR stage %d/%d: radius %.3f, mean training error %.2f px", stage + 1, config.stages,
+                 radii[stage], error)
+
+    arrays = {
+        "format_version": np.int64(orr.FORMAT_VERSION),
+        "stage_count": np.int64(config.stages),
+        "input_size": np.int64(data.input_size),
+        "visibility_threshold": np.float64(config.visibility_threshold),
+        "facing_min": np.float64(facing_min),
+        "shape_clamp": np.float64(config.shape_clamp),
+        "shape_noise": np.float64(config.shape_noise),
+        "mean_face": mean_face,
+        "mean_shape": mean_shape,
+        "normals": normals,
+        **out,
+        "shape_basis": basis,
+        "shape_sigma": sigma,
+        "provenance": np.str_(json.dumps({"seed": seed, "samples": n, "config": asdict(config), **(provenance or {})})),
+    }
+    return orr.OcclusionAwareRegressor(arrays)
+
+
+def _pool_values(heatmaps: np.ndarray, shapes: np.ndarray, forward: np.ndarray, offsets: np.ndarray,
+                 input_size: int, chunk: int = 512) -> np.ndarray:
+    """``(N, L, P)`` stored-heatmap values in [0, 1] at every landmark's pool, in chunks of samples so that the
+    sampler's temporaries stay small beside the stored heatmaps."""
+    values = np.empty((len(shapes), *offsets.shape[:2]))
+    for start in range(0, len(shapes), chunk):
+        part = slice(start, start + chunk)
+        x, y = orr.pool_points(shapes[part], forward[part], offsets)
+        values[part] = orr.sample_bilinear(heatmaps[part], x, y, input_size) / QUANTISATION
+    return values
+
+
+def _draw_offsets(rng: np.random.Generator, count: int, pool: int, radius: float) -> np.ndarray:
+    """``(L, P, 2)`` pool offsets uniform in a disc of ``radius``; the first of each pool is the landmark itself."""
+    angle = rng.uniform(0.0, 2 * np.pi, (count, pool))
+    length = radius * np.sqrt(rng.uniform(0.0, 1.0, (count, pool)))
+    offsets = np.stack([length * np.cos(angle), length * np.sin(angle)], -1)
+    offsets[:, 0] = 0.0
+    return offsets
+
+
+def _fit_tree(rng: np.random.Generator, values: np.ndarray, residual: np.ndarray, weights: np.ndarray,
+              config: CascadeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One regression tree on ``values`` ``(M, P)`` for the 2-D ``residual`` ``(M, 2)``, weighted by ``weights``.
+
+    Returns the split nodes' pool indices a, b and thresholds ``(2^D − 1,)``, the leaves ``(2^D, 2)``
+    (float32 values, as stored) and the leaf each of the ``M`` samples falls in.
+    """
+    depth, pool = config.depth, values.shape[1]
+    nodes = 2 ** depth - 1
+    feature_a = np.zeros(nodes, np.int32)
+    feature_b = np.zeros(nodes, np.int32)
+    thresholds = np.zeros(nodes, np.float32)
+    weighted = residual * weights[:, None]
+    node_of = np.zeros(len(values), np.intp)
+    columns = np.arange(config.candidates)
+    for node in range(nodes):
+        members = np.flatnonzero(node_of == node)
+        a = rng.integers(0, pool, config.candidates)
+        b = (a + rng.integers(1, pool, config.candidates)) % pool
+        picks = rng.integers(0, max(len(members), 1), (2, config.candidates))
+        if len(members) == 0:
+            feature_a[node], feature_b[node] = a[0], b[0]
+            continue
+        local = values[members]
+        features = local[:, a] - local[:, b]
+        cut = ((features[picks[0], columns] + features[picks[1], columns]) / 2).astype(np.float32).astype(np.float64)
+        right = features > cut
+        best = int(np.argmax(_split_gain(right, weighted[members], weights[members], config.leaf_prior)))
+        feature_a[node], feature_b[node], thresholds[node] = a[best], b[best], cut[best]
+        node_of[members] = 2 * node + 1 + right[:, best]
+    leaf = node_of - nodes
+    sums = np.stack([np.bincount(leaf, weighted[:, k], nodes + 1) for k in range(2)], 1)
+    totals = np.bincount(leaf, weights, nodes + 1)[:, None]
+    leaves = (config.shrinkage * sums / (totals + config.leaf_prior)).astype(np.float32)
+    return feature_a, feature_b, thresholds, leaves, leaf
+
+
+def _split_gain(right: np.ndarray, weighted: np.ndarray, weights: np.ndarray, prior: float) -> np.ndarray:
+    """Squared-error reduction ``Σ S²/(W + prior)`` over both children, for each candidate column of ``right``."""
+    side = right.astype(np.float64)
+    sum_right = side.T @ weighted
+    weight_right = side.T @ weights
+    sum_left = weighted.sum(0) - sum_right
+    weight_left = weights.sum() - weight_right
+    return ((sum_right ** 2).sum(1) / (weight_right + prior) + (sum_left ** 2).sum(1) / (weight_left + prior))
+
+
+def _fit_shapes(proposed: np.ndarray, initial: np.ndarray, inverse0: np.ndarray, forward0: np.ndarray,
+                active: np.ndarray, basis: np.ndarray, sigma: np.ndarray, limits: np.ndarray, noise: float,
+                chunk: int = 256) -> np.ndarray:
+    """``refiner.fit_shape`` over all training samples, in chunks to bound the fit operators' memory."""
+    fitted = np.empty_like(proposed)
+    for start in range(0, len(proposed), chunk):
+        part = slice(start, start + chunk)
+        operators = orr.shape_fit_operators(active[part], basis, sigma, noise)
+        fitted[part] = orr.fit_shape(proposed[part], initial[part], inverse0[part], forward0[part], operators,
+                                     basis, limits)
+    return fitted
+
+
+def _mean_error(shapes: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> float:
+    distance = np.linalg.norm(shapes - truth, axis=-1)
+    w = np.asarray(weights, dtype=np.float64)
+    return float((distance * w).sum() / max(w.sum(), 1.0))

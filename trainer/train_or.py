@@ -1,0 +1,208 @@
+"""``python -m trainer.train_or``: fit the occlusion-aware regressor (OR) on the exported full model's outputs.
+
+    python -m trainer.train_or --model models/ --data 300w:../shared/data/300w/afw \\
+        --data 300w:../shared/data/300w/helen_train --out models/or.npz
+
+Each training face is cropped ``--copies`` times: once plainly (as the app and the evaluation crop
+it) and ``copies − 1`` times with the training augmentation (``trainer.augment``: rotation, scale,
+shift, mirror, colour, synthetic occluders), each copy's augmentation drawn from a generator seeded
+by ``--seed`` and the face, so runs are repeatable. ``mnn_full.onnx`` runs on every crop through the
+app's own ``PoseEstimator``; its heatmaps (kept as uint8, max-normalised: see ``trainer.or_fit``),
+visibilities and ``pose_proj`` and the crop's true landmarks are what the cascade is fitted on, so
+the regressor learns from the network's real errors.
+
+``--val-fraction`` of the faces (drawn with the seed) are held out of the fit and cropped plainly; the
+command reports their NME (inter-ocular, percent) for the network alone and with the fitted OR. Only
+training data goes in here: evaluation data belongs to ``trainer.evaluate``.
+
+Exit codes: 0 done, 2 bad arguments or data, 4 model missing or invalid.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from app.core import refiner as orr
+from app.core.estimator import PoseEstimator
+from app.core.model_io import ModelError
+from trainer.augment import AugmentConfig, Augmentation, apply_augmentation, draw_augmentation
+from trainer.datasets.dataset import FaceDataset
+from trainer.datasets.registry import open_dataset
+from trainer.landmark_layouts import layout_for
+from trainer.metrics import face_nme, normalisers
+from trainer.or_fit import CascadeConfig, TrainingSet, fit_cascade, quantise_heatmaps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FaceRef:
+    """One training face: which dataset (index into the ``--data`` list) and which item of it."""
+
+    dataset: int
+    index: int
+
+
+def list_faces(datasets: list[FaceDataset], limit: int | None) -> list[FaceRef]:
+    """Every face of every dataset, or the first ``limit`` of each."""
+    return [FaceRef(d, i) for d, dataset in enumerate(datasets)
+            for i in range(len(dataset) if limit is None else min(limit, len(dataset)))]
+
+
+def split_faces(faces: list[FaceRef], val_fraction: float, seed: int) -> tuple[list[FaceRef], list[FaceRef]]:
+    """Faces to fit on and faces held out, drawn with ``seed``."""
+    order = np.random.default_rng([seed, 1]).permutation(len(faces))
+    held = int(round(val_fraction * len(faces)))
+    return [faces[i] for i in sorted(order[held:])], [faces[i] for i in sorted(order[:held])]
+
+
+def face_crops(dataset: FaceDataset, face: FaceRef, size: int, mean_face: np.ndarray, copies: int, seed: int,
+               config: AugmentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The ``copies`` crops of one face (the plain crop first): RGB images ``(K, S, S, 3)``, true landmarks
+    ``(K, L, 2)`` and annotation masks ``(K, L)``; None for a face without a box or landmarks."""
+    sample = dataset[face.index]
+    if sample.box is None or not np.asarray(sample.mask).any():
+        return None
+    rng = np.random.default_rng([seed, face.dataset, face.index])
+    images, landmarks, masks = [], [], []
+    for copy in range(copies):
+        augmentation = Augmentation() if copy == 0 else draw_augmentation(rng, config)
+        crop = apply_augmentation(sample, size, mean_face, augmentation)
+        annotated = np.asarray(sample.mask, dtype=bool)
+        if augmentation.mirror:
+            annotated = annotated[layout_for(len(annotated)).flip_array()]
+        images.append(crop.image)
+        landmarks.append(crop.landmarks)
+        masks.append(annotated)
+    return np.stack(images), np.stack(landmarks), np.stack(masks)
+
+
+def collect(estimator: PoseEstimator, datasets: list[FaceDataset], faces: list[FaceRef], copies: int, seed: int,
+            max_bytes: float) -> TrainingSet:
+    """Run the full model over the crops of ``faces`` and keep what the cascade is fitted on."""
+    info = estimator.info("full")
+    size, count = info.input_size, info.landmarks
+    capacity = len(faces) * copies
+    needed = capacity * count * size * size
+    if needed > max_bytes:
+        raise ValueError(f"{capacity} crops need {needed / 2**30:.1f} GiB of heatmaps, over the "
+                         f"{max_bytes / 2**30:.1f} GiB allowed: lower --copies or --limit, or raise --max-heatmap-gb")
+    log.info("running %s on %d crops (%d faces x %d copies); heatmaps take %.2f GiB", info.path.name, capacity,
+             len(faces), copies, needed / 2**30)
+    heatmaps = np.zeros((capacity, count, size, size), np.uint8)
+    evidence = np.zeros((capacity, count), bool)
+    visibility = np.zeros((capacity, count), np.float32)
+    pose_proj = np.zeros((capacity, 6), np.float64)
+    landmarks = np.zeros((capacity, count, 2), np.float64)
+    weights = np.zeros((capacity, count), bool)
+    filled = skipped = 0
+    config = AugmentConfig()
+    for face in tqdm(faces, desc="network outputs", unit="face"):
+        crops = face_crops(datasets[face.dataset], face, size, info.mean_face, copies, seed, config)
+        if crops is None or crops[1].shape[1] != count:
+            skipped += 1
+            continue
+        images, truth, masks = crops
+        out = estimator.estimate(images, "full")
+        part = slice(filled, filled + len(images))
+        heatmaps[part], evidence[part] = quantise_heatmaps(out.heatmaps)
+        visibility[part], pose_proj[part] = out.visibility, out.pose_proj
+        landmarks[part], weights[part] = truth, masks
+        filled += len(images)
+    if skipped:
+        log.warning("skipped %d faces without a box, without landmarks or with another landmark count than %d",
+                    skipped, count)
+    if filled == 0:
+        raise ValueError("no usable training face (each needs a box and annotated landmarks)")
+    return TrainingSet(heatmaps[:filled], evidence[:filled], visibility[:filled], pose_proj[:filled],
+                       landmarks[:filled], weights[:filled], size)
+
+
+def validate(estimator: PoseEstimator, regressor: orr.OcclusionAwareRegressor, datasets: list[FaceDataset],
+             faces: list[FaceRef]) -> dict[str, float | int] | None:
+    """Mean inter-ocular NME (percent, crop pixels) of the network alone and with the OR on the plain crops of
+    held-out ``faces``; None when there are none."""
+    info = estimator.info("full")
+    network, refined = [], []
+    for face in tqdm(faces, desc="held-out faces", unit="face"):
+        crops = face_crops(datasets[face.dataset], face, info.input_size, info.mean_face, 1, 0, AugmentConfig())
+        if crops is None or crops[1].shape[1] != info.landmarks:
+            continue
+        images, truth, masks = crops
+        out = estimator.estimate(images, "full")
+        better = regressor(None, out, info)
+        layout = layout_for(info.landmarks)
+        norm = normalisers(truth[0], np.array([*truth[0].min(0), *truth[0].max(0)]), layout)["inter_ocular"]
+        network.append(face_nme(out.landmarks[0], truth[0], masks[0], norm))
+        refined.append(face_nme(better.landmarks[0], truth[0], masks[0], norm))
+    if not network:
+        return None
+    return {"faces": len(network), "nme_mnn": float(np.mean(network)), "nme_mnn_or": float(np.mean(refined))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.train_or", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("models"), help="folder with mnn_full.onnx")
+    parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH",
+                        help="training dataset; repeat (afw and helen_train, never evaluation data)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write or.npz (default MODEL/or.npz)")
+    parser.add_argument("--copies", type=int, default=3, help="crops per face: the plain one and COPIES-1 augmented")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the augmentation, the split and the trees")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N faces of each dataset")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="fraction of faces held out of the fit to compare MNN and MNN+OR (0: fit on all)")
+    parser.add_argument("--max-heatmap-gb", type=float, default=4.0, help="memory allowed for stored heatmaps")
+    defaults = CascadeConfig()
+    parser.add_argument("--stages", type=int, default=defaults.stages)
+    parser.add_argument("--trees-per-landmark", type=int, default=defaults.trees_per_landmark)
+    parser.add_argument("--depth", type=int, default=defaults.depth)
+    parser.add_argument("--shrinkage", type=float, default=defaults.shrinkage)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.copies < 1 or args.stages < 1 or args.trees_per_landmark < 1 or args.depth < 1 \
+            or not 0.0 <= args.val_fraction < 1.0 or (args.limit is not None and args.limit < 1):
+        print("error: --copies, --stages, --trees-per-landmark, --depth and --limit must be at least 1 and "
+              "--val-fraction in [0, 1)", file=sys.stderr)
+        return 2
+    out_path = args.out if args.out is not None else args.model / orr.OR_FILE
+    config = CascadeConfig(stages=args.stages, trees_per_landmark=args.trees_per_landmark, depth=args.depth,
+                           shrinkage=args.shrinkage)
+    try:
+        datasets = [open_dataset(spec) for spec in args.data]
+        with PoseEstimator(args.model) as estimator:
+            info = estimator.info("full")
+            fit_faces, held_out = split_faces(list_faces(datasets, args.limit), args.val_fraction, args.seed)
+            data = collect(estimator, datasets, fit_faces, args.copies, args.seed, args.max_heatmap_gb * 2**30)
+            provenance = {"model": str(info.path), "data": args.data, "copies": args.copies, "limit": args.limit,
+                          "fit_faces": len(fit_faces), "held_out_faces": len(held_out)}
+            regressor = fit_cascade(data, info.mean_face, config, args.seed, provenance)
+            del data
+            validation = validate(estimator, regressor, datasets, held_out)
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    arrays = regressor.arrays
+    arrays["provenance"] = np.str_(json.dumps({**regressor.provenance, "validation": validation}))
+    orr.OcclusionAwareRegressor(arrays).save(out_path)
+    print(f"wrote {out_path}: {config.stages} stages x {regressor.trees} trees of depth {config.depth}, "
+          f"{len(regressor.basis)} shape components")
+    if validation is not None:
+        print(f"held-out training faces ({validation['faces']}): NME inter-ocular MNN {validation['nme_mnn']:.2f}%, "
+              f"MNN+OR {validation['nme_mnn_or']:.2f}%")
+    print(json.dumps({"out": str(out_path), "config": asdict(config), "validation": validation}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
