@@ -34,6 +34,7 @@ from app.core.model_io import ModelError, ModelInfo
 from app.core.pipeline import crop_faces
 from app.core.refiner import OR_FILE, OcclusionAwareRegressor
 from trainer.augment import AugmentConfig, Augmentation, apply_augmentation, draw_augmentation
+from trainer.cli import report_error
 from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
 from trainer.landmark_layouts import layout_for
@@ -156,12 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         with PoseEstimator(args.model) as estimator:
             results = {"model": str(args.model), "provider": estimator.provider,
                        "datasets": [evaluate_dataset(estimator, spec, args.mode, args.limit) for spec in args.data]}
-    except ModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 4
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ModelError, ValueError, FileNotFoundError) as exc:
+        return report_error(exc)
     text = json.dumps(results, indent=2)
     if args.json in ("-", "/dev/stdout"):
         print(text)

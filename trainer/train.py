@@ -31,6 +31,7 @@ from app.core.model_io import normalise_crops
 from trainer.augment import AugmentConfig, make_crop
 from trainer.checkpoint import (compact_optimizer_state, expand_optimizer_state, load_checkpoint, model_state,
                                 save_checkpoint)
+from trainer.cli import report_error
 from trainer.datasets.registry import FaceDataset, open_dataset
 from trainer.losses import LossWeights, heatmap_sigma, loss_heatmap, loss_pose, loss_pose_proj, loss_visibility
 from trainer.mean_face import build_mean_face
@@ -296,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = train(args)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     print(path)
     return 0
 

@@ -34,6 +34,7 @@ from app.core.estimator import PoseEstimator
 from app.core.model_io import ModelError
 from trainer.augment import AugmentConfig, Augmentation, apply_augmentation, draw_augmentation
 from trainer.datasets.dataset import FaceDataset
+from trainer.cli import report_error
 from trainer.datasets.registry import open_dataset
 from trainer.landmark_layouts import layout_for
 from trainer.metrics import face_nme, normalisers
@@ -186,12 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             regressor = fit_cascade(data, info.mean_face, config, args.seed, provenance)
             del data
             validation = validate(estimator, regressor, datasets, held_out)
-    except ModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 4
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ModelError, ValueError, FileNotFoundError) as exc:
+        return report_error(exc)
     arrays = regressor.arrays
     arrays["provenance"] = np.str_(json.dumps({**regressor.provenance, "validation": validation}))
     orr.OcclusionAwareRegressor(arrays).save(out_path)
