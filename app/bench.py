@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402  (after the native log settings, which are read
 
 from app.core.detector import DETECTORS  # noqa: E402
 from app.core.estimator import DEFAULT_MODELS_DIR, MODES  # noqa: E402
-from app.core.model_io import ModelError  # noqa: E402
+from app.core.model_io import PRECISIONS, ModelError  # noqa: E402
 from app.core.overlay import draw_overlay  # noqa: E402
 from app.core.pipeline import FacePipeline, FrameLoop, FrameResult  # noqa: E402
 from app.core.video import VideoError, VideoSource  # noqa: E402
@@ -39,9 +39,10 @@ STAGES = ("decode", "detect", "crop", "infer", "refine", "overlay")
 
 
 def benchmark(video: Path, mode: str, frames: int, models: Path, warmup: int = 5,
-              detector: str = "blazeface") -> dict:
+              detector: str = "blazeface", precision: str = "auto") -> dict:
     """Speed of the pipeline on the first ``warmup + frames`` frames of ``video``."""
-    with FacePipeline(models, mode=mode, detector=detector) as pipeline, VideoSource(video) as source:
+    with FacePipeline(models, mode=mode, detector=detector, precision=precision) as pipeline, \
+            VideoSource(video) as source:
         info = pipeline.load(mode)
         loop = FrameLoop(source, pipeline, max_frames=warmup + frames)
         stages: dict[str, list[float]] = {}
@@ -71,6 +72,7 @@ def benchmark(video: Path, mode: str, frames: int, models: Path, warmup: int = 5
             "mode": mode,
             "detector": detector,
             "provider": pipeline.provider,
+            "precision": pipeline.precision(mode),
             "refiner": pipeline.refiner_name if mode == "full" else None,
             "input_size": info.input_size,
             "frame_size": [source.width, source.height],
@@ -93,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="frames processed before measuring")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, metavar="DIR")
     parser.add_argument("--detector", choices=list(DETECTORS), default="blazeface")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto (what the app runs: precision.json's choice on the CPU), fp32 or int8")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -103,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --frames must be at least 1 and --warmup at least 0", file=sys.stderr)
         return 2
     try:
-        report = benchmark(args.video, args.mode, args.frames, args.models, args.warmup, args.detector)
+        report = benchmark(args.video, args.mode, args.frames, args.models, args.warmup, args.detector,
+                           args.precision)
     except VideoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

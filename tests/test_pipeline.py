@@ -45,6 +45,16 @@ def test_crop_maps_back_onto_its_square():
     assert abs(white.mean() - (100.0 / side) ** 2) < 0.03
 
 
+def test_face_boxes_are_cropped_as_training_crops_them_without_the_detector_mapping():
+    frame = np.zeros((300, 400, 3), np.uint8)
+    box = np.array([150.0, 100.0, 250.0, 200.0])
+    _, (as_face,) = crop_faces(frame, box[None], INPUT_SIZE, face_boxes=True)
+    _, (as_detection,) = crop_faces(frame, box[None], INPUT_SIZE)
+    corners = np.array([[-0.5, -0.5], [INPUT_SIZE - 0.5, INPUT_SIZE - 0.5]])
+    assert np.allclose(crop.unwarp_points(corners, as_face).ravel(), crop.square_box(box), atol=1e-6)
+    assert not np.allclose(crop.unwarp_points(corners, as_detection).ravel(), crop.square_box(box), atol=1.0)
+
+
 def test_full_mode_gives_each_face_an_id_a_pose_and_landmarks_in_frame_pixels(random_models, d18_frames):
     with FacePipeline(random_models, mode="full") as pipeline:
         results = [pipeline.process(f, i, i / 30) for i, f in enumerate(d18_frames)]

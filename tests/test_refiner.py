@@ -99,7 +99,7 @@ def test_an_occluded_landmark_receives_no_tree_updates_and_its_heatmap_is_never_
     occluded_landmark = 57
     visibility[:, occluded_landmark] = 0.1
     occluded = cascade.refine(heatmaps, visibility, pose)
-    assert np.abs(visible.tree_steps[:, occluded_landmark]).max() > 0.1
+    assert np.abs(visible.tree_steps[:, occluded_landmark]).max() > 0.02  # stage 0 leaves the trees little to do
     assert not occluded.active[:, occluded_landmark].any()
     assert np.array_equal(occluded.tree_steps[:, occluded_landmark], np.zeros((20, 2)))
     junk = heatmaps.copy()
@@ -109,6 +109,53 @@ def test_an_occluded_landmark_receives_no_tree_updates_and_its_heatmap_is_never_
     start = np.linalg.norm(occluded.initial[:, occluded_landmark] - truth[:, occluded_landmark], axis=-1).mean()
     placed = np.linalg.norm(occluded.landmarks[:, occluded_landmark] - truth[:, occluded_landmark], axis=-1).mean()
     assert placed < 0.5 * start
+
+
+def _stage_zero_only(cascade: orr.OcclusionAwareRegressor) -> orr.OcclusionAwareRegressor:
+    arrays = cascade.arrays
+    arrays["leaves"] = np.zeros_like(arrays["leaves"])
+    return orr.OcclusionAwareRegressor(arrays)
+
+
+def test_stage_zero_pulls_a_misposed_start_onto_the_heatmap_peaks(cascade, held_out):
+    pose, truth, heatmaps = held_out
+    misposed = pose.copy()
+    misposed[:, 3] += 0.03  # x0 shifted right by about 1 px at 64 px, beyond what the trees were shown
+    misposed[:, 5] *= 1.05
+    result = _stage_zero_only(cascade).refine(heatmaps, np.ones((20, LANDMARKS)), misposed)
+    before = np.linalg.norm(result.initial - truth, axis=-1).mean()
+    after = np.linalg.norm(result.landmarks - truth, axis=-1).mean()
+    assert before > 1.5
+    assert after < 0.3 * before and after < 0.5
+
+
+def test_a_stray_peak_is_left_out_of_the_stage_zero_fit(cascade, held_out):
+    pose, truth, heatmaps = held_out
+    stray = truth.copy()
+    stray[:, 30] += (12.0, -9.0)
+    result = _stage_zero_only(cascade).refine(gaussian_heatmaps(stray, SIZE), np.ones((20, LANDMARKS)), pose)
+    clean = _stage_zero_only(cascade).refine(heatmaps, np.ones((20, LANDMARKS)), pose)
+    assert np.linalg.norm(result.landmarks[:, 30] - truth[:, 30], axis=-1).max() < 1.0
+    assert np.abs(result.landmarks - clean.landmarks).max() < 0.5
+
+
+def test_a_face_the_trees_lose_keeps_its_stage_zero_shape(cascade, held_out):
+    pose, truth, _ = held_out
+    far = truth[:2].copy()
+    far[0] = far[0] * 0.4 + 0.3 * SIZE  # face 0's heatmaps show a much smaller face elsewhere in the crop
+    result = cascade.refine(gaussian_heatmaps(far, SIZE), np.ones((2, LANDMARKS)), pose[:2])
+    assert result.locked.tolist() == [False, True] and result.refined.all()
+    assert np.array_equal(result.landmarks[0], result.anchor[0])
+    assert np.linalg.norm(result.landmarks[1] - truth[1], axis=-1).mean() < 0.5
+
+
+def test_heatmap_peaks_match_the_exported_models_landmarks(random_models):
+    from app.core.estimator import PoseEstimator
+
+    crops = np.random.default_rng(4).integers(0, 256, (3, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    with PoseEstimator(random_models, ["CPUExecutionProvider"]) as estimator:
+        out = estimator.estimate(crops, "full")
+    np.testing.assert_allclose(orr.heatmap_peaks(out.heatmaps), out.landmarks, atol=1e-3)
 
 
 def test_self_occlusion_hides_the_far_side_at_large_yaw_and_nothing_when_frontal(cascade):
@@ -135,10 +182,12 @@ def test_adversarial_heatmaps_keep_a_valid_face_near_the_start(cascade, held_out
         heatmaps = gaussian_heatmaps(off, SIZE, sigma=0.2 * SIZE)
     result = cascade.refine(heatmaps, np.ones((20, LANDMARKS)), pose)
     assert np.isfinite(result.landmarks).all()
-    coefficients, outside = orr.shape_coefficients(result.landmarks, result.initial, cascade.mean_shape,
-                                                   cascade.basis)
-    assert (np.abs(coefficients) <= cascade.limits * (1 + 1e-9) + 1e-12).all()
-    assert np.abs(outside).max() < 1e-9
+    for shapes, reference, basis, limits in ((result.anchor, result.initial, cascade.basis, cascade.limits),
+                                             (result.landmarks, result.anchor, cascade.refine_basis,
+                                              cascade.refine_limits)):
+        coefficients, outside = orr.shape_coefficients(shapes, reference, cascade.mean_shape, basis)
+        assert (np.abs(coefficients) <= limits * (1 + 1e-9) + 1e-12).all()
+        assert np.abs(outside).max() < 1e-9
     face_width = np.ptp(result.initial[..., 0], axis=1)
     assert (np.linalg.norm(result.landmarks - result.initial, axis=-1).max(1) < 0.5 * face_width).all()
     if case in ("all zero", "NaN", "inf pixels"):  # no usable heatmap: no evidence, the start is kept
@@ -151,8 +200,7 @@ def reference_refine(arrays: dict[str, np.ndarray], heatmaps: np.ndarray, visibi
     stages, size = int(arrays["stage_count"]), int(arrays["input_size"])
     mean_face, mean_shape, normals = arrays["mean_face"], arrays["mean_shape"], arrays["normals"]
     count, trees, depth = len(mean_face), arrays["anchors"].shape[1], int(np.log2(arrays["leaves"].shape[2]))
-    basis, sigma = arrays["shape_basis"], arrays["shape_sigma"]
-    limits, noise = float(arrays["shape_clamp"]) * sigma, float(arrays["shape_noise"])
+    clamp, noise = float(arrays["shape_clamp"]), float(arrays["shape_noise"])
 
     def frame(shape: np.ndarray) -> np.ndarray:
         centre = shape.mean(0)
@@ -183,10 +231,34 @@ def reference_refine(arrays: dict[str, np.ndarray], heatmaps: np.ndarray, visibi
         active = [visibility[face, l] >= float(arrays["visibility_threshold"])
                   and rotation[2] @ normals[l] >= float(arrays["facing_min"])
                   and np.isfinite(peaks[l]) and peaks[l] > 0 for l in range(count)]
-        weights = np.repeat(np.array(active, dtype=np.float64), 2)
-        normal = (basis * weights) @ basis.T + np.diag(noise ** 2 / sigma ** 2)
-        start = frame(initial)
-        shape = initial.copy()
+        def fit(proposed: np.ndarray, mask: list[bool], reference: np.ndarray, model: str) -> np.ndarray:
+            basis, sigma = arrays[f"{model}_basis"], arrays[f"{model}_sigma"]
+            start = frame(reference)
+            weights = np.repeat(np.array(mask, dtype=np.float64), 2)
+            normal = (basis * weights) @ basis.T + np.diag(noise ** 2 / sigma ** 2)
+            displacement = (np.linalg.inv(start) @ (proposed - reference).T).T.reshape(-1)
+            coefficients = np.linalg.solve(normal, (basis * weights) @ displacement)
+            coefficients = np.minimum(np.maximum(coefficients, -clamp * sigma), clamp * sigma)
+            return reference + (start @ (coefficients @ basis).reshape(count, 2).T).T
+
+        found = initial.copy()
+        for l in range(count):
+            heatmap = heatmaps[face, l].astype(np.float64)
+            y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+            total = sx = sy = 0.0
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    if 0 <= y + dy < heatmap.shape[0] and 0 <= x + dx < heatmap.shape[1]:
+                        value = heatmap[y + dy, x + dx]
+                        total, sx, sy = total + value, sx + value * dx, sy + value * dy
+            if active[l]:
+                found[l] = (x + sx / max(total, 1e-12), y + sy / max(total, 1e-12))
+        shape = fit(found, active, initial, "shape")
+        distance = np.linalg.norm((np.linalg.inv(frame(initial)) @ (found - shape).T).T, axis=1)
+        inliers = [active[l] and distance[l] <= float(arrays["peak_outlier"]) for l in range(count)]
+        if inliers != active:
+            shape = fit(found, inliers, initial, "shape")
+        stage0 = shape.copy()
         for stage in range(stages):
             move = frame(shape)
             proposed = shape.copy()
@@ -201,10 +273,10 @@ def reference_refine(arrays: dict[str, np.ndarray], heatmaps: np.ndarray, visibi
                     a, b = arrays["feature_a"][stage, tree, node], arrays["feature_b"][stage, tree, node]
                     node = 2 * node + 1 + int(values[a] - values[b] > float(arrays["thresholds"][stage, tree, node]))
                 proposed[anchor] += move @ arrays["leaves"][stage, tree, node - (2 ** depth - 1)].astype(np.float64)
-            displacement = (np.linalg.inv(start) @ (proposed - initial).T).T.reshape(-1)
-            coefficients = np.linalg.solve(normal, (basis * weights) @ displacement)
-            coefficients = np.minimum(np.maximum(coefficients, -limits), limits)
-            shape = initial + (start @ (coefficients @ basis).reshape(count, 2).T).T
+            shape = fit(proposed, active, stage0, "refine")
+        gaps = [np.linalg.norm(np.linalg.inv(frame(stage0)) @ (found[l] - shape[l])) for l in range(count) if active[l]]
+        if gaps and np.median(gaps) > float(arrays["lock_threshold"]):
+            shape = stage0
         results.append(shape)
     return np.array(results)
 
@@ -267,7 +339,8 @@ def test_as_the_pipeline_refiner_it_replaces_landmarks_and_keeps_faces_without_a
     pose, truth, heatmaps = held_out
     pose = pose[:2].copy()
     pose[1, 5] = np.nan
-    network = np.full((2, LANDMARKS, 2), 7.0, np.float32)
+    network = orr.heatmap_peaks(heatmaps[:2]).astype(np.float32)
+    network[1] = 7.0
     out = EstimatorOutput(pose.astype(np.float32), pose.astype(np.float32), network,
                           np.ones((2, LANDMARKS), np.float32), heatmaps[:2])
     refined = cascade(None, out, _info(mean_face))

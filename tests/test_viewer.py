@@ -317,6 +317,11 @@ def test_status_text_names_rate_stages_provider_mode_and_faces() -> None:
     assert "mode full" in text and "0 faces" in text and "REC" in text
 
 
+def test_status_text_names_the_precision_the_network_ran_at() -> None:
+    result = FrameResult(index=0, time_s=0.0, faces=(), timings_ms={}, mode="pose", precision="int8")
+    assert "mode pose int8" in status_text(30.0, result, "CPUExecutionProvider", recording=False)
+
+
 def test_status_text_says_when_the_occlusion_aware_regressor_places_the_landmarks() -> None:
     refined = FrameResult(index=0, time_s=0.0, faces=(), timings_ms={"refine": 2.0}, mode="full", refiner="OR")
     plain = FrameResult(index=0, time_s=0.0, faces=(), timings_ms={}, mode="full")

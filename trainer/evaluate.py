@@ -2,8 +2,8 @@
 
 Faces are cropped as the app crops them (``app.core.pipeline.crop_faces``: box +30%, square) and run
 by ``app.core.estimator.PoseEstimator``. The box is the dataset's (the landmark box, the paper's
-protocol) or, for data without one (BIWI, AFLW2000 images without landmarks), the app's face
-detector's best detection. Reported per dataset:
+protocol, cropped as training crops it) or, for data without one (BIWI, AFLW2000 images without
+landmarks), the app's face detector's best detection mapped to a landmark box as the app maps it. Reported per dataset:
 
 - pose MAE (yaw, pitch, roll, mean) against the dataset's pose, or, for landmark-only data such as
   300W, against the PnP pose of the ground-truth landmarks with the model's own mean face;
@@ -12,6 +12,9 @@ detector's best detection. Reported per dataset:
   MNN+OR (the occlusion-aware regressor, ``app.core.refiner``) on the same faces, side by side;
 - recall of occluded landmarks at 80% precision. Data without occlusion labels (300W) are scored on
   copies of each face with one synthetic rectangular occluder, seeded, drawn as in training.
+
+``--video`` with ``--reference`` adds the per-frame agreement with 3DDFA_V2 on a video (mean absolute
+difference per angle after matching conventions, and the rotation difference): ``trainer.video_agreement``.
 """
 from __future__ import annotations
 
@@ -30,9 +33,10 @@ from tqdm import tqdm
 from app.core.crop import face_box_from_detection, unwarp_points
 from app.core.detector import create_detector
 from app.core.estimator import PoseEstimator
-from app.core.model_io import ModelError, ModelInfo
+from app.core.model_io import PRECISIONS, ModelError, ModelInfo
 from app.core.pipeline import crop_faces
 from app.core.refiner import OR_FILE, OcclusionAwareRegressor
+from app.core.video import VideoError
 from trainer.augment import AugmentConfig, Augmentation, apply_augmentation, draw_augmentation
 from trainer.cli import report_error
 from trainer.datasets.registry import open_dataset
@@ -40,6 +44,7 @@ from trainer.datasets.sample import FaceSample
 from trainer.landmark_layouts import layout_for
 from trainer.metrics import face_nme, normalisers, pose_mae, recall_at_precision
 from trainer.pose_labels import pose_from_landmarks
+from trainer.video_agreement import agreement, read_3ddfa_csv, run_pipeline
 
 log = logging.getLogger(__name__)
 OCCLUSION_SEED = 0
@@ -99,7 +104,7 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
                 missed += 1
                 continue
             box = face_box_from_detection(found[0, :4])
-        crops, transforms = crop_faces(frame, np.asarray([box]), size)
+        crops, transforms = crop_faces(frame, np.asarray([box]), size, face_boxes=True)
         out = estimator.estimate(crops, mode)
         truth = _truth_pose(sample, mean_face)
         if truth is not None:
@@ -151,13 +156,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="full: pose, landmarks and visibility (mnn_full.onnx); pose: mnn_encoder.onnx")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N faces of each dataset")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (- for standard output)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32, int8 (mnn_*.int8.onnx) or auto (what the app runs on the CPU, per precision.json)")
+    parser.add_argument("--video", type=Path, default=None,
+                        help="a video to compare per frame with --reference (e.g. videos/side_large_pose.mp4)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="3DDFA_V2's per-frame CSV for --video (trainer.video_agreement)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if (args.video is None) != (args.reference is None):
+        return report_error(ValueError("--video and --reference go together"))
     try:
-        with PoseEstimator(args.model) as estimator:
+        with PoseEstimator(args.model, precision=args.precision) as estimator:
             results = {"model": str(args.model), "provider": estimator.provider,
+                       "precision": estimator.precision(args.mode),
                        "datasets": [evaluate_dataset(estimator, spec, args.mode, args.limit) for spec in args.data]}
-    except (ModelError, ValueError, FileNotFoundError) as exc:
+        if args.video is not None:
+            reference = read_3ddfa_csv(args.reference)
+            if not args.video.is_file():
+                raise ValueError(f"{args.video}: no such file")
+            ours, ran = run_pipeline(args.video, args.model, args.mode, precision=args.precision)
+            results["video_agreement"] = {"video": str(args.video), "reference": str(args.reference), **ran,
+                                          **agreement(ours, reference)}
+    except (ModelError, ValueError, FileNotFoundError, VideoError) as exc:
         return report_error(exc)
     text = json.dumps(results, indent=2)
     if args.json in ("-", "/dev/stdout"):
@@ -167,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(text + "\n")
         for entry in results["datasets"]:
             print(json.dumps(entry))
+        if "video_agreement" in results:
+            print(json.dumps(results["video_agreement"]))
     return 0
 
 

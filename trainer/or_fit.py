@@ -11,9 +11,14 @@ threshold) pairs, the threshold halfway between the feature values of two random
 node, and keeps the one that most reduces the squared error. Unannotated landmarks weigh nothing.
 Everything random comes from one ``numpy.random.Generator`` seeded by the caller.
 
-The shape model comes first: an uncentred PCA of the displacements ``x_true − x⁰`` (in ``x⁰``'s
-frame) of the fully annotated samples, keeping the components that hold ``shape_energy`` of their
-energy, with each component's RMS as its prior scale.
+The shape model comes first, from the displacements ``x_true − x⁰`` (in ``x⁰``'s frame) of the
+fully annotated samples: the four similarity modes of the mean shape (shift in x and y, scale,
+in-plane turn), which carry most of that energy because ``x⁰`` inherits the errors of ``pose_proj``,
+then an uncentred PCA of what they leave, keeping the components that hold ``shape_energy`` of it.
+Each component's RMS over the samples is its prior scale. Then stage 0 (``refiner.fit_to_peaks``)
+fits it to the network's heatmap peaks, exactly as the runtime does, and the tree stages start there,
+with their own model built the same way from what stage 0 leaves (``x_true − anchor``, in the
+anchor's frame).
 """
 from __future__ import annotations
 
@@ -50,12 +55,20 @@ class CascadeConfig:
     depth: int = 4
     pool_size: int = 16
     candidates: int = 50
-    radius_first: float = 0.3
+    radius_first: float = 0.15
     radius_last: float = 0.03
     shrinkage: float = 0.5
     leaf_prior: float = 1.0
-    shape_energy: float = 0.999
+    shape_energy: float = 0.99
+    """Fraction of the non-rigid displacement energy (after the similarity modes) the shape model keeps."""
+    peak_outlier: float = 0.1
+    """Stage 0 leaves out peaks farther than this from its first fit (mean-shape units; about 3 px at 128)."""
     shape_clamp: float = 3.0
+    lock_threshold: float = 0.15
+    """A face whose active landmarks' peaks lie a median of more than this from the OR's shape (mean-shape
+    units, about 5 px at 128) is one the OR lost: it keeps the network's landmarks."""
+    target_clip: float = 2.0
+    """Each stage's tree targets are clipped to this many pool radii (``_clip_norm``)."""
     shape_noise: float = 0.03
     """The landmark noise ``ν`` of the shape-model fit, mean-shape units (about 1 px at 128 px)."""
     visibility_threshold: float = 0.5
@@ -70,7 +83,8 @@ class TrainingSet:
     ``heatmaps`` ``(N, L, H, W)`` uint8 (``quantise_heatmaps``), ``evidence`` ``(N, L)`` whether each
     heatmap had a positive finite maximum, ``visibility`` ``(N, L)`` the network's probabilities,
     ``pose_proj`` ``(N, 6)`` in the ``model_io`` units, ``landmarks`` ``(N, L, 2)`` the true positions,
-    ``weights`` ``(N, L)`` True where annotated (positions outside the crop are still exact).
+    ``weights`` ``(N, L)`` True where annotated (positions outside the crop are still exact), ``peaks``
+    ``(N, L, 2)`` the network's own landmarks (None: found in the stored heatmaps).
     """
 
     heatmaps: np.ndarray
@@ -80,6 +94,7 @@ class TrainingSet:
     landmarks: np.ndarray
     weights: np.ndarray
     input_size: int
+    peaks: np.ndarray | None = None
 
 
 def quantise_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,17 +106,28 @@ def quantise_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.rint(values), 0, QUANTISATION).astype(np.uint8), evidence
 
 
-def shape_basis(displacements: np.ndarray, energy: float) -> tuple[np.ndarray, np.ndarray]:
-    """Uncentred PCA of ``displacements`` ``(M, 2L)``: orthonormal rows ``(K, 2L)`` and the RMS of each
-    row's coefficients ``(K,)``."""
+def similarity_modes(mean_shape: np.ndarray) -> np.ndarray:
+    """Orthonormal ``(4, 2L)`` displacements of ``mean_shape`` (coordinates interleaved x, y): shift in x,
+    shift in y, scale and in-plane turn."""
+    count = len(mean_shape)
+    modes = np.stack([np.tile([1.0, 0.0], count), np.tile([0.0, 1.0], count), mean_shape.reshape(-1),
+                      np.stack([-mean_shape[:, 1], mean_shape[:, 0]], 1).reshape(-1)])
+    return np.linalg.qr(modes.T)[0].T
+
+
+def shape_basis(displacements: np.ndarray, energy: float, mean_shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The similarity modes of ``mean_shape`` then the uncentred PCA of what they leave of ``displacements``
+    ``(M, 2L)`` (``energy`` of it kept): orthonormal rows ``(K, 2L)`` and each row's coefficient RMS ``(K,)``."""
     if len(displacements) < 2:
         raise ValueError("the OR's shape basis needs at least two fully annotated training faces")
-    _, singular, rows = np.linalg.svd(displacements, full_matrices=False)
+    rigid = similarity_modes(mean_shape)
+    rest = displacements - (displacements @ rigid.T) @ rigid
+    _, singular, rows = np.linalg.svd(rest, full_matrices=False)
     power = singular ** 2
-    keep = int(np.searchsorted(np.cumsum(power) / power.sum(), energy) + 1)
-    keep = min(keep, len(power))
-    rms = np.maximum(singular[:keep] / np.sqrt(len(displacements)), 1e-9)
-    return rows[:keep], rms
+    keep = min(int(np.searchsorted(np.cumsum(power) / max(power.sum(), 1e-300), energy) + 1), len(power))
+    basis = np.concatenate([rigid, rows[:keep]])
+    rms = np.sqrt(((displacements @ basis.T) ** 2).mean(0))
+    return basis, np.maximum(rms, 1e-9)
 
 
 def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig = CascadeConfig(), seed: int = 0,
@@ -125,10 +151,10 @@ def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig 
 
     complete = np.asarray(data.weights, dtype=bool).all(1)
     displacement0 = orr.apply_linear(inverse0, truth - initial).reshape(n, -1)
-    basis, sigma = shape_basis(displacement0[complete], config.shape_energy)
+    basis, sigma = shape_basis(displacement0[complete], config.shape_energy, mean_shape)
     limits = config.shape_clamp * sigma
-    log.info("OR shape model: %d components for %.1f%% of the displacement energy", len(basis),
-             100 * config.shape_energy)
+    log.info("OR shape model: 4 similarity + %d non-rigid components (%.1f%% of the non-rigid energy)",
+             len(basis) - 4, 100 * config.shape_energy)
 
     trees = count * config.trees_per_landmark
     nodes, leaf_count = 2 ** config.depth - 1, 2 ** config.depth
@@ -142,14 +168,23 @@ def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig 
         "thresholds": np.zeros((config.stages, trees, nodes), np.float32),
         "leaves": np.zeros((config.stages, trees, leaf_count, 2), np.float32),
     }
-    shapes = initial
+    peaks = _peaks(data)
+    shapes = _fit_peaks(peaks, initial, inverse0, forward0, active, basis, sigma, limits, config)
+    stage0 = shapes
+    forward_a, inverse_a = orr.similarity(stage0, mean_shape)
+    refine_basis, refine_sigma = shape_basis(orr.apply_linear(inverse_a, truth - stage0).reshape(n, -1)[complete],
+                                             config.shape_energy, mean_shape)
+    refine_limits = config.shape_clamp * refine_sigma
+    log.info("OR stage 0 (fit to the heatmap peaks): mean training error %.2f px (x0: %.2f px, peaks: %.2f px)",
+             _mean_error(shapes, truth, data.weights), _mean_error(initial, truth, data.weights),
+             _mean_error(np.nan_to_num(peaks), truth, data.weights))
     stage_bar = tqdm(range(config.stages), desc="OR stages", unit="stage", disable=not progress or None)
     for stage in stage_bar:
         out["offsets"][stage] = _draw_offsets(rng, count, config.pool_size, radii[stage])
         forward, inverse = orr.similarity(shapes, mean_shape)
         values = _pool_values(data.heatmaps, shapes, forward, out["offsets"][stage].astype(np.float64),
                               data.input_size)
-        residual = orr.apply_linear(inverse, truth - shapes)
+        residual = _clip_norm(orr.apply_linear(inverse, truth - shapes), config.target_clip * radii[stage])
         step = np.zeros_like(residual)
         for tree in range(trees):
             anchor = int(out["anchors"][stage, tree])
@@ -163,7 +198,8 @@ def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig 
             out["thresholds"][stage, tree], out["leaves"][stage, tree] = thresholds, leaves
             step[members, anchor] += leaves[leaf]
         proposed = shapes + orr.apply_linear(forward, step)
-        shapes = _fit_shapes(proposed, initial, inverse0, forward0, active, basis, sigma, limits, config.shape_noise)
+        shapes = _fit_shapes(proposed, stage0, inverse_a, forward_a, active, refine_basis, refine_sigma,
+                             refine_limits, config.shape_noise)
         error = _mean_error(shapes, truth, data.weights)
         stage_bar.set_postfix(error_px=f"{error:.2f}")
         log.info("OR stage %d/%d: radius %.3f, mean training error %.2f px", stage + 1, config.stages,
@@ -177,15 +213,41 @@ def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig 
         "facing_min": np.float64(facing_min),
         "shape_clamp": np.float64(config.shape_clamp),
         "shape_noise": np.float64(config.shape_noise),
+        "peak_outlier": np.float64(config.peak_outlier),
+        "lock_threshold": np.float64(config.lock_threshold),
         "mean_face": mean_face,
         "mean_shape": mean_shape,
         "normals": normals,
         **out,
         "shape_basis": basis,
         "shape_sigma": sigma,
+        "refine_basis": refine_basis,
+        "refine_sigma": refine_sigma,
         "provenance": np.str_(json.dumps({"seed": seed, "samples": n, "config": asdict(config), **(provenance or {})})),
     }
     return orr.OcclusionAwareRegressor(arrays)
+
+
+def _peaks(data: TrainingSet, chunk: int = 256) -> np.ndarray:
+    """The network's landmarks of ``data``, or the stored heatmaps' peaks (``refiner.heatmap_peaks``)."""
+    if data.peaks is not None:
+        return np.asarray(data.peaks, dtype=np.float64)
+    return np.concatenate([orr.heatmap_peaks(data.heatmaps[i:i + chunk]) for i in range(0, len(data.heatmaps), chunk)])
+
+
+def _fit_peaks(peaks: np.ndarray, initial: np.ndarray, inverse0: np.ndarray, forward0: np.ndarray, active: np.ndarray,
+               basis: np.ndarray, sigma: np.ndarray, limits: np.ndarray, config: CascadeConfig,
+               chunk: int = 256) -> np.ndarray:
+    """``refiner.fit_to_peaks`` over all training samples, in chunks to bound the fit operators' memory."""
+    def operators_for(pattern: np.ndarray) -> np.ndarray:
+        return orr.shape_fit_operators(pattern, basis, sigma, config.shape_noise)
+
+    fitted = np.empty_like(initial)
+    for start in range(0, len(initial), chunk):
+        part = slice(start, start + chunk)
+        fitted[part] = orr.fit_to_peaks(peaks[part], initial[part], inverse0[part], forward0[part], active[part],
+                                        operators_for, basis, limits, config.peak_outlier)
+    return fitted
 
 
 def _pool_values(heatmaps: np.ndarray, shapes: np.ndarray, forward: np.ndarray, offsets: np.ndarray,
@@ -267,6 +329,13 @@ def _fit_shapes(proposed: np.ndarray, initial: np.ndarray, inverse0: np.ndarray,
         fitted[part] = orr.fit_shape(proposed[part], initial[part], inverse0[part], forward0[part], operators,
                                      basis, limits)
     return fitted
+
+
+def _clip_norm(vectors: np.ndarray, limit: float) -> np.ndarray:
+    """``vectors`` ``(..., 2)`` shortened to at most ``limit`` long: a tree cannot see farther than its pool,
+    so a residual beyond it is a face the heatmaps lost, not something to learn."""
+    length = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors * np.minimum(1.0, limit / np.maximum(length, 1e-12))
 
 
 def _mean_error(shapes: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> float:

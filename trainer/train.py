@@ -148,6 +148,18 @@ def split_items(datasets: list[FaceDataset], seed: int, limit: int | None) -> tu
     return items[n_val:], items[:n_val]
 
 
+def exclude_sources(synthetic: list, val_items: list) -> list:
+    """Synthetic faces not rendered from a validation face, so validation loss stays unseen.
+
+    ``trainer.profile`` names each rendering ``<source name>_<k>``; sources match on the file stem.
+    """
+    held = {Path(ds.names[i]).name for ds, i in val_items}
+    kept = [(ds, i) for ds, i in synthetic if Path(ds.names[i]).name.rsplit("_", 1)[0] not in held]
+    if len(kept) < len(synthetic):
+        log.info("left out %d synthetic faces rendered from validation faces", len(synthetic) - len(kept))
+    return kept
+
+
 def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     """Per-task training and validation losses against epoch, phases marked."""
     import matplotlib
@@ -209,7 +221,7 @@ def train(args: argparse.Namespace) -> Path:
     mean_face = build_mean_face() if state is None else np.asarray(state["mean_face"])
     model = MNN(args.input_size, n_landmarks).to(device)
     train_items, val_items = split_items(datasets, args.seed, args.limit)
-    synthetic_items = [(ds, i) for ds in synthetic_sets for i in range(len(ds))]
+    synthetic_items = exclude_sources([(ds, i) for ds in synthetic_sets for i in range(len(ds))], val_items)
     cfg = model.config
     augment = AugmentConfig()
     train_set = CropDataset(train_items, cfg.input_size, mean_face, cfg.mean, cfg.std, augment, args.seed,

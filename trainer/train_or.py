@@ -8,8 +8,9 @@ it) and ``copies − 1`` times with the training augmentation (``trainer.augment
 shift, mirror, colour, synthetic occluders), each copy's augmentation drawn from a generator seeded
 by ``--seed`` and the face, so runs are repeatable. ``mnn_full.onnx`` runs on every crop through the
 app's own ``PoseEstimator``; its heatmaps (kept as uint8, max-normalised: see ``trainer.or_fit``),
-visibilities and ``pose_proj`` and the crop's true landmarks are what the cascade is fitted on, so
-the regressor learns from the network's real errors.
+visibilities, ``pose_proj`` and landmarks (heatmap peaks), and the crop's true landmarks, are what
+the cascade is fitted on, so the regressor learns from the network's real errors. The fp32 model is
+used (not an INT8 variant), as ``trainer.evaluate`` uses it.
 
 ``--val-fraction`` of the faces (drawn with the seed) are held out of the fit and cropped plainly; the
 command reports their NME (inter-ocular, percent) for the network alone and with the fitted OR. Only
@@ -103,6 +104,7 @@ def collect(estimator: PoseEstimator, datasets: list[FaceDataset], faces: list[F
     pose_proj = np.zeros((capacity, 6), np.float64)
     landmarks = np.zeros((capacity, count, 2), np.float64)
     weights = np.zeros((capacity, count), bool)
+    peaks = np.zeros((capacity, count, 2), np.float64)
     filled = skipped = 0
     config = AugmentConfig()
     for face in tqdm(faces, desc="network outputs", unit="face"):
@@ -115,7 +117,7 @@ def collect(estimator: PoseEstimator, datasets: list[FaceDataset], faces: list[F
         part = slice(filled, filled + len(images))
         heatmaps[part], evidence[part] = quantise_heatmaps(out.heatmaps)
         visibility[part], pose_proj[part] = out.visibility, out.pose_proj
-        landmarks[part], weights[part] = truth, masks
+        landmarks[part], weights[part], peaks[part] = truth, masks, out.landmarks
         filled += len(images)
     if skipped:
         log.warning("skipped %d faces without a box, without landmarks or with another landmark count than %d",
@@ -123,7 +125,7 @@ def collect(estimator: PoseEstimator, datasets: list[FaceDataset], faces: list[F
     if filled == 0:
         raise ValueError("no usable training face (each needs a box and annotated landmarks)")
     return TrainingSet(heatmaps[:filled], evidence[:filled], visibility[:filled], pose_proj[:filled],
-                       landmarks[:filled], weights[:filled], size)
+                       landmarks[:filled], weights[:filled], size, peaks[:filled])
 
 
 def validate(estimator: PoseEstimator, regressor: orr.OcclusionAwareRegressor, datasets: list[FaceDataset],
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH",
                         help="training dataset; repeat (afw and helen_train, never evaluation data)")
     parser.add_argument("--out", type=Path, default=None, help="where to write or.npz (default MODEL/or.npz)")
-    parser.add_argument("--copies", type=int, default=3, help="crops per face: the plain one and COPIES-1 augmented")
+    parser.add_argument("--copies", type=int, default=2, help="crops per face: the plain one and COPIES-1 augmented")
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmentation, the split and the trees")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N faces of each dataset")
     parser.add_argument("--val-fraction", type=float, default=0.1,
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                            shrinkage=args.shrinkage)
     try:
         datasets = [open_dataset(spec) for spec in args.data]
-        with PoseEstimator(args.model) as estimator:
+        with PoseEstimator(args.model, precision="fp32") as estimator:
             info = estimator.info("full")
             fit_faces, held_out = split_faces(list_faces(datasets, args.limit), args.val_fraction, args.seed)
             data = collect(estimator, datasets, fit_faces, args.copies, args.seed, args.max_heatmap_gb * 2**30)

@@ -8,9 +8,16 @@ says the input size, normalisation and landmark count (``model_io``).
 Providers: TensorRT, then CUDA, where ONNX Runtime offers them, then CPU; ``choose_providers`` is the
 one place that decides, and one log line says which provider a session really uses. ONNX Runtime's
 own console messages are silenced (severity 3: errors only reach us as exceptions).
+
+Precision: ``auto`` (the default) opens a mode's INT8 variant (``mnn_*.int8.onnx``) instead of fp32
+only on the CPU provider, and only when ``precision.json`` (written by ``trainer.quantize``) chose it
+for that mode and still names the fp32 file as it is now (SHA-256); anything else, including a
+missing or malformed ``precision.json``, means fp32. ``fp32`` and ``int8`` force one. One log line
+per mode says which precision it runs and why.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -86,6 +93,35 @@ class EstimatorOutput:
     heatmaps: np.ndarray | None = None
 
 
+def auto_precision(models_dir: Path, mode: str) -> tuple[str, str]:
+    """``("int8" or "fp32", why)`` for ``mode`` on the CPU, as ``precision.json`` in ``models_dir`` decides.
+
+    INT8 only when the record chose it, the INT8 file exists and the fp32 file is the one that was
+    measured (size and SHA-256); a malformed record logs one warning and means fp32.
+    """
+    filename = MODES[mode][0]
+    record_path = Path(models_dir) / model_io.PRECISION_FILE
+    if not record_path.is_file():
+        return "fp32", f"no {model_io.PRECISION_FILE}"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))["modes"][mode]
+        chosen, size, sha = record["int8_chosen"], record["fp32_size"], record["fp32_sha256"]
+        if not isinstance(chosen, bool) or not isinstance(size, int) or not isinstance(sha, str):
+            raise TypeError("int8_chosen, fp32_size or fp32_sha256 has the wrong type")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        _announce_once(logging.WARNING, f"{record_path}: malformed ({type(exc).__name__}: {exc}); using fp32")
+        return "fp32", f"malformed {model_io.PRECISION_FILE}"
+    fp32_path = Path(models_dir) / filename
+    int8_path = Path(models_dir) / model_io.int8_file(filename)
+    if not chosen:
+        return "fp32", f"{model_io.PRECISION_FILE} did not choose int8"
+    if not int8_path.is_file():
+        return "fp32", f"{int8_path.name} is missing"
+    if not fp32_path.is_file() or fp32_path.stat().st_size != size or model_io.file_sha256(fp32_path) != sha:
+        return "fp32", f"{model_io.PRECISION_FILE} is stale ({filename} changed since it was quantised)"
+    return "int8", f"{model_io.PRECISION_FILE} chose it"
+
+
 class OnnxModel:
     """One ONNX Runtime session with its checked contract: input name, outputs, metadata."""
 
@@ -120,6 +156,11 @@ class OnnxModel:
         self.max_batch: int | None = batch if isinstance(batch, int) and batch > 0 else None
         self.provider = self.session.get_providers()[0]
 
+    @property
+    def precision(self) -> str:
+        """``int8`` for a variant written by ``trainer.quantize``, else ``fp32`` (from the metadata)."""
+        return self.info.precision
+
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Outputs by name for the normalised input ``(N, 3, S, S)``; a fixed-batch model runs in chunks."""
         if self.max_batch is None or len(batch) <= self.max_batch:
@@ -130,11 +171,18 @@ class OnnxModel:
 
 
 class PoseEstimator:
-    """The MNN models of one folder, opened lazily per mode; ``estimate`` runs a batch of face crops."""
+    """The MNN models of one folder, opened lazily per mode; ``estimate`` runs a batch of face crops.
 
-    def __init__(self, models_dir: Path | str = DEFAULT_MODELS_DIR, providers: Sequence[str] | None = None) -> None:
+    ``precision``: ``auto`` (INT8 on the CPU where ``precision.json`` qualifies it), ``fp32`` or ``int8``.
+    """
+
+    def __init__(self, models_dir: Path | str = DEFAULT_MODELS_DIR, providers: Sequence[str] | None = None,
+                 precision: str = "auto") -> None:
+        if precision not in model_io.PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(model_io.PRECISIONS)}")
         self.models_dir = Path(models_dir)
         self.providers = choose_providers(providers)
+        self.requested_precision = precision
         self._models: dict[str, OnnxModel] = {}
         self._lock = threading.Lock()
 
@@ -144,13 +192,40 @@ class PoseEstimator:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         with self._lock:
             if mode not in self._models:
-                filename, variant, outputs = MODES[mode]
-                model = OnnxModel(self.models_dir / filename, variant, outputs, self.providers)
+                model, why = self._open(mode)
                 fallback = model.provider == "CPUExecutionProvider" and self.providers[0] != model.provider
                 note = f" ({self.providers[0]} did not start)" if fallback else ""
                 _announce_once(logging.INFO, f"ONNX Runtime uses {model.provider}{note}")
+                _announce_once(logging.INFO, f"{mode} mode runs {model.path.name} ({model.precision}: {why})")
                 self._models[mode] = model
             return self._models[mode]
+
+    def _open(self, mode: str) -> tuple[OnnxModel, str]:
+        """The mode's session at the requested precision, and why that precision."""
+        filename, variant, outputs = MODES[mode]
+        fp32_path, int8_path = self.models_dir / filename, self.models_dir / model_io.int8_file(filename)
+        if self.requested_precision == "int8":
+            if not int8_path.is_file():
+                raise ModelError(f"{int8_path}: INT8 model not found (python -m trainer.quantize writes it)")
+            return OnnxModel(int8_path, variant, outputs, self.providers), "asked for"
+        if self.requested_precision == "fp32":
+            return OnnxModel(fp32_path, variant, outputs, self.providers), "asked for"
+        fell_back: OnnxModel | None = None
+        if self.providers[0] != "CPUExecutionProvider":
+            model = OnnxModel(fp32_path, variant, outputs, self.providers)
+            if model.provider != "CPUExecutionProvider":
+                return model, f"auto on {model.provider}"
+            fell_back = model  # the accelerator did not start: on the CPU after all, where INT8 may qualify
+        precision, why = auto_precision(self.models_dir, mode)
+        why = f"auto on the CPU, {why}"
+        if precision == "fp32":
+            return fell_back or OnnxModel(fp32_path, variant, outputs, self.providers), why
+        providers = self.providers if fell_back is None else ["CPUExecutionProvider"]
+        return OnnxModel(int8_path, variant, outputs, providers), why
+
+    def precision(self, mode: str) -> str:
+        """``fp32`` or ``int8``: what the ``mode`` model runs at (opens it if need be)."""
+        return self.model(mode).precision
 
     def info(self, mode: str) -> ModelInfo:
         """What the ``mode`` model's metadata says (input size, landmarks, normalisation, mean face)."""

@@ -14,10 +14,16 @@ Outputs, all float32:
 
 Metadata (``custom_metadata_map``, all strings): ``input_size``, ``landmarks``, ``mean`` and
 ``std`` (JSON lists), ``color`` (``RGB``), ``mean_face`` (JSON ``L×3`` list, the model's mean face
-in ``pose.py``'s frame), ``variant`` (``encoder`` or ``full``), ``format_version``.
+in ``pose.py``'s frame), ``variant`` (``encoder`` or ``full``), ``format_version``; optional
+``precision`` (``int8`` in the variants ``trainer.quantize`` writes, absent meaning ``fp32``).
+
+``precision.json`` beside the models is ``trainer.quantize``'s verdict, per mode, on whether the
+INT8 variant (``mnn_encoder.int8.onnx``, ``mnn_full.int8.onnx``) may replace fp32 on the CPU; it
+names the fp32 file it judged by size and SHA-256, so a re-exported model voids it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,25 @@ INPUT_NAME = "image"
 ENCODER_OUTPUTS = ("pose", "pose_proj")
 FULL_OUTPUTS = ("pose", "pose_proj", "landmarks", "visibility", "heatmaps")
 REQUIRED_METADATA = ("input_size", "landmarks", "mean", "std", "color", "mean_face", "variant", "format_version")
+PRECISION_KEY = "precision"
+PRECISIONS = ("auto", "fp32", "int8")
+"""What a caller may ask for: ``auto`` (INT8 on the CPU where ``precision.json`` qualifies it), or either one."""
+PRECISION_FILE = "precision.json"
+PRECISION_FORMAT = "1"
+
+
+def int8_file(filename: str) -> str:
+    """``mnn_encoder.onnx`` → ``mnn_encoder.int8.onnx``: the INT8 variant's name beside its fp32 model."""
+    return filename.removesuffix(".onnx") + ".int8.onnx"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks; ``precision.json`` pins the fp32 model with it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class ModelError(RuntimeError):
@@ -48,6 +73,8 @@ class ModelInfo:
     mean: np.ndarray
     std: np.ndarray
     mean_face: np.ndarray
+    precision: str = "fp32"
+    """``int8`` for a variant written by ``trainer.quantize``, else ``fp32``."""
 
     @staticmethod
     def from_metadata(path: Path, metadata: dict[str, str]) -> "ModelInfo":
@@ -65,6 +92,7 @@ class ModelInfo:
             mean=np.asarray(json.loads(metadata["mean"]), dtype=np.float32),
             std=np.asarray(json.loads(metadata["std"]), dtype=np.float32),
             mean_face=np.asarray(json.loads(metadata["mean_face"]), dtype=np.float64),
+            precision=metadata.get(PRECISION_KEY, "fp32"),
         )
 
 

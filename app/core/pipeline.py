@@ -75,6 +75,8 @@ class FrameResult:
     mode: str
     refiner: str | None = None
     """The label of the refiner that placed the landmarks (``"OR"``), or None (pose mode, or none in use)."""
+    precision: str | None = None
+    """``fp32`` or ``int8``: what the network ran at for this frame (None where no network ran)."""
 
 
 def check_frame(frame_bgr: np.ndarray) -> None:
@@ -93,10 +95,16 @@ def crop_square(detector_box: np.ndarray) -> np.ndarray:
     return crop.square_box(crop.face_box_from_detection(detector_box))
 
 
-def crop_faces(frame_bgr: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def crop_faces(frame_bgr: np.ndarray, boxes: np.ndarray, size: int,
+               face_boxes: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
     """``(N, size, size, 3)`` RGB crops of the detector boxes (``crop_square``), with each crop's
-    frame → crop affine (``crop.unwarp_points`` maps model outputs back)."""
-    transforms = [crop.crop_transform(crop_square(box), size) for box in boxes]
+    frame → crop affine (``crop.unwarp_points`` maps model outputs back).
+
+    ``face_boxes``: the boxes are already landmark boxes (a dataset's, as in training), cropped
+    as they are (``crop.square_box``) without the detector-box mapping.
+    """
+    squares = [crop.square_box(box) if face_boxes else crop_square(box) for box in boxes]
+    transforms = [crop.crop_transform(square, size) for square in squares]
     crops = np.zeros((len(transforms), size, size, 3), np.uint8)
     for i, transform in enumerate(transforms):
         crops[i] = cv2.cvtColor(crop.warp_image(frame_bgr, transform, size), cv2.COLOR_BGR2RGB)
@@ -109,18 +117,20 @@ class FacePipeline:
     ``set_mode`` and ``set_smoothing`` may be called from another thread; they take effect on the
     next frame. The model of a mode is opened on its first frame (``load`` opens it up front).
     ``refiner``: ``AUTO_REFINER`` (the default) uses ``models_dir/or.npz`` when it exists, None uses
-    none, or pass any ``Refiner`` callable.
+    none, or pass any ``Refiner`` callable. ``precision``: ``auto`` (the INT8 variant on the CPU where
+    ``precision.json`` chose it), ``fp32`` or ``int8`` (``app.core.estimator``).
     """
 
     def __init__(self, models_dir: Path = DEFAULT_MODELS_DIR, mode: str = "pose", smooth: bool = False,
                  detector: str = "blazeface", providers: list[str] | None = None,
-                 refiner: Refiner | str | None = AUTO_REFINER, min_score: float = MIN_SCORE) -> None:
+                 refiner: Refiner | str | None = AUTO_REFINER, min_score: float = MIN_SCORE,
+                 precision: str = "auto") -> None:
         self._check_mode(mode)
         self._mode = mode
         self._smooth = smooth
         self._restart_filters = False
         self._settings_lock = threading.Lock()
-        self._estimator = PoseEstimator(models_dir, providers)
+        self._estimator = PoseEstimator(models_dir, providers, precision=precision)
         self._detector = create_detector(detector, min_score)
         self._tracker = IouTracker()
         self._smoother = FaceSmoother()
@@ -168,6 +178,10 @@ class FacePipeline:
     def provider(self) -> str:
         """The ONNX Runtime execution provider in use, e.g. ``CPUExecutionProvider``."""
         return self._estimator.provider
+
+    def precision(self, mode: str | None = None) -> str:
+        """``fp32`` or ``int8``: what the ``mode`` model (default: the current mode's) runs at."""
+        return self._estimator.precision(mode or self.mode)
 
     @property
     def tracker(self) -> IouTracker:
@@ -242,7 +256,7 @@ class FacePipeline:
         faces = self._faces(detections, ids, transforms, out, time_s, smooth)
         timings["infer"] += _ms_since(start)
         return FrameResult(index=index, time_s=time_s, faces=faces, timings_ms=timings, mode=mode,
-                           refiner=None if refiner is None else _label(refiner))
+                           refiner=None if refiner is None else _label(refiner), precision=self.precision(mode))
 
     def _faces(self, detections: np.ndarray, ids: list[int], transforms: list[np.ndarray], out: EstimatorOutput,
                time_s: float, smooth: bool) -> tuple[FaceResult, ...]:

@@ -365,6 +365,7 @@ def process_video(video: Path, options: Options, pipeline: FacePipeline) -> dict
             "smooth": options.smooth,
             "detector": options.detector,
             "provider": pipeline.provider,
+            "precision": pipeline.precision(options.mode),
             "refiner": pipeline.refiner_name if options.mode == "full" else None,
             "input_size": info.input_size,
             "frames": source.frame_count if source.frame_count is not None else source.decoded + source.failed,

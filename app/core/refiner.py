@@ -18,7 +18,13 @@ Algorithm, for each face:
    camera by more than the stored angle beyond the silhouette (``normal_z < facing_min``). A heatmap
    with no positive finite maximum, or any NaN/inf (its maximum is then not finite), carries no
    evidence and counts as occluded: all-zero or broken heatmaps make the OR keep what it has.
-3. ``S`` stages, coarse to fine. Each stage computes the similarity ``A`` from the stored 2-D mean shape
+3. Stage 0, the heatmap anchor: the shape model (step 5) fitted to the heatmap peaks (the network's
+   ``landmarks``) of the active landmarks, then fitted again without the peaks that lie more than
+   ``peak_outlier`` (mean-shape units) from that first fit. ``x⁰`` comes from ``pose_proj`` alone, and
+   a pose error of a few degrees or a few percent of scale moves every landmark by more than a
+   heatmap's reach; this stage puts the trees where the heatmaps can guide them. Occluded landmarks
+   follow the visible ones through the shape model.
+4. ``S`` stages, coarse to fine. Each stage computes the similarity ``A`` from the stored 2-D mean shape
    to the current shape (as in ERT), places a pool of ``P`` points around every landmark at
    ``x_l + A·offset`` (offsets in mean-shape units, their radius shrinking from stage to stage), and
    samples each landmark's OWN heatmap there (bilinear, zero outside the map), divided by that
@@ -26,16 +32,26 @@ Algorithm, for each face:
    landmark ``l`` splits on differences of two of ``l``'s pool values (ERT's pixel-difference
    features, here heatmap-difference features: signs of local slopes towards the peak), and its
    leaf holds a 2-D displacement of ``l`` in mean-shape units, mapped to pixels by ``A``.
-4. Occlusion rule: the displacement of a tree whose anchor landmark is not active is not added, so
+5. Occlusion rule: the displacement of a tree whose anchor landmark is not active is not added, so
    an occluded landmark receives no tree update and its heatmap is never read.
-5. Valid face shape: after every stage the displacement from ``x⁰`` (in ``x⁰``'s mean-shape frame) is
-   replaced by the shape model's fit to the ACTIVE landmarks' displacements: the stored basis
-   ``U`` (uncentred PCA of training displacements ``x_true − x⁰``, RMS ``σ_k`` per component) with
+6. Valid face shape: after every stage the displacement from the stage's reference shape (in its
+   mean-shape frame) is replaced by the shape model's fit to the ACTIVE landmarks' displacements: a
+   stored basis ``U`` (RMS ``σ_k`` per component over the training displacements) with
    coefficients ``b = (U W Uᵀ + ν² diag(σ⁻²))⁻¹ U W d`` (``W`` selects active landmarks, ``ν`` the
-   landmark noise: the posterior mean under the model's Gaussian prior), clamped to ``±c σ_k``.
+   landmark noise: the posterior mean under the model's Gaussian prior), clamped to ``±c σ_k``. The
+   basis holds the four similarity modes of the mean shape (shift, scale, in-plane turn) and the
+   principal non-rigid modes of the training displacements. Stage 0 fits ``shape_basis`` to the
+   displacement from ``x⁰``; the tree stages fit ``refine_basis`` (the same construction on what
+   stage 0 leaves, ``x_true − anchor``) to the displacement from the stage-0 shape, the anchor, in
+   the anchor's frame. Its prior scales are those of stage 0's residuals, a few pixels, so no run of
+   tree updates can carry a face far from where the heatmaps put it.
    Occluded landmarks follow where the visible ones put the face model; a face with no active
    landmark (all-zero or NaN heatmaps) keeps ``x⁰`` exactly; no heatmap can push a shape outside
    the box of displacements seen in training.
+
+7. Lock check: a face whose active landmarks' peaks lie a median of more than ``lock_threshold``
+   from the final shape (in the anchor's frame) is one the tree stages lost (its start, from a
+   ``pose_proj`` far off, left them nothing to follow); it keeps the stage-0 shape, a valid face too.
 
 Trees that move their own landmark ("the 2-D displacements estimated by trees", section 3.2),
 rather than ERT's whole-shape leaves, keep each leaf's estimation noise on its own landmark; the
@@ -45,13 +61,14 @@ positions for occluded landmarks).
 File format (``np.savez_compressed``, plain arrays, ``allow_pickle=False``), ``S`` stages, ``T`` trees
 per stage, depth ``D``, ``L`` landmarks, ``P`` pool points, ``K`` shape components:
 ``format_version`` (int, ``FORMAT_VERSION``), ``stage_count`` (int), ``input_size`` (int, the crop the
-network sees), ``visibility_threshold``, ``facing_min``, ``shape_clamp`` (``c``) and ``shape_noise``
-(``ν``, mean-shape units) (floats), ``mean_face`` ``(L, 3)``, ``mean_shape`` ``(L, 2)`` (centred,
+network sees), ``visibility_threshold``, ``facing_min``, ``shape_clamp`` (``c``), ``shape_noise``
+(``ν``, mean-shape units), ``peak_outlier`` and ``lock_threshold`` (floats), ``mean_face`` ``(L, 3)``, ``mean_shape`` ``(L, 2)`` (centred,
 unit RMS radius), ``normals`` ``(L, 3)``, ``offsets`` ``(S, L, P, 2)``, ``anchors`` ``(S, T)``,
 ``feature_a``/``feature_b`` ``(S, T, 2^D − 1)`` pool indices and ``thresholds`` ``(S, T, 2^D − 1)`` of
 the split nodes in heap order (go right when ``value[a] − value[b] > threshold``), ``leaves``
 ``(S, T, 2^D, 2)`` (shrinkage included), ``shape_basis`` ``(K, 2L)`` (orthonormal rows, coordinates
-interleaved x, y), ``shape_sigma`` ``(K,)``, and ``provenance`` (a JSON string: data, seed, settings).
+interleaved x, y), ``shape_sigma`` ``(K,)``, ``refine_basis`` ``(R, 2L)`` and ``refine_sigma`` ``(R,)``
+(the tree stages' model), and ``provenance`` (a JSON string: data, seed, settings).
 """
 from __future__ import annotations
 
@@ -75,7 +92,7 @@ from app.core.pose import TZ_MIN, project, rotation_matrix
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 OR_FILE = "or.npz"
 """The regressor's file name in a models folder; full mode uses it whenever it is there."""
 LABEL = "OR"
@@ -87,9 +104,10 @@ NEUTRAL_POSE = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
 network's landmarks."""
 
 _INTEGER_SCALARS = ("format_version", "stage_count", "input_size")
-_FLOAT_SCALARS = ("visibility_threshold", "facing_min", "shape_clamp", "shape_noise")
+_FLOAT_SCALARS = ("visibility_threshold", "facing_min", "shape_clamp", "shape_noise", "peak_outlier",
+                  "lock_threshold")
 _ARRAYS = ("mean_face", "mean_shape", "normals", "offsets", "anchors", "feature_a", "feature_b", "thresholds",
-           "leaves", "shape_basis", "shape_sigma")
+           "leaves", "shape_basis", "shape_sigma", "refine_basis", "refine_sigma")
 REQUIRED = _INTEGER_SCALARS + _FLOAT_SCALARS + _ARRAYS + ("provenance",)
 
 
@@ -102,18 +120,22 @@ class Refinement:
     """What the OR made of a batch of ``N`` faces (crop pixels throughout).
 
     ``landmarks`` ``(N, L, 2)`` the refined shapes; ``initial`` ``(N, L, 2)`` the start ``x⁰``;
+    ``anchor`` ``(N, L, 2)`` the stage-0 shape (the shape model fitted to the heatmap peaks);
     ``tree_steps`` ``(N, L, 2)`` the sum over stages of the displacements the trees proposed for each
     landmark (before the shape model's fit; exactly zero for a landmark that is not active);
     ``active`` ``(N, L)`` the landmarks whose trees were added (visible, not self-occluded, usable
     heatmap); ``refined`` ``(N,)`` False for a face whose ``pose_proj`` (or the ``x⁰`` it gives) was
-    not finite: its ``landmarks`` are NaN and ``__call__`` keeps the network's.
+    not finite: its ``landmarks`` are NaN and ``__call__`` keeps the network's; ``locked`` ``(N,)``
+    False for a face the tree stages lost (step 7): its ``landmarks`` are its ``anchor``.
     """
 
     landmarks: np.ndarray
     initial: np.ndarray
+    anchor: np.ndarray
     tree_steps: np.ndarray
     active: np.ndarray
     refined: np.ndarray
+    locked: np.ndarray
 
 
 def mean_shape_of(mean_face: np.ndarray) -> np.ndarray:
@@ -280,6 +302,57 @@ def fit_shape(proposed: np.ndarray, initial: np.ndarray, initial_inverse: np.nda
     return initial + apply_linear(initial_forward, np.einsum("nk,kj->nj", coefficients, basis).reshape(proposed.shape))
 
 
+def heatmap_peaks(heatmaps: np.ndarray) -> np.ndarray:
+    """``(N, L, 2)`` crop-pixel peaks of ``(N, L, H, W)`` heatmaps: the arg-max refined by the 3×3 weighted
+    mean around it, as ``trainer.export`` computes the network's ``landmarks``; NaN where a map is broken."""
+    heatmaps = np.asarray(heatmaps)
+    n, count, height, width = heatmaps.shape
+    flat = heatmaps.reshape(n, count, -1).astype(np.float64)
+    broken = ~np.isfinite(flat).all(-1)
+    flat = np.where(np.isfinite(flat), flat, 0.0)
+    index = flat.argmax(-1)
+    y, x = index // width, index % width
+    dy, dx = np.mgrid[-1:2, -1:2].reshape(2, -1)
+    ny, nx = y[..., None] + dy, x[..., None] + dx
+    inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
+    values = np.take_along_axis(flat, np.where(inside, ny * width + nx, 0), -1) * inside
+    total = np.maximum(values.sum(-1), 1e-12)
+    peaks = np.stack([x + (values * dx).sum(-1) / total, y + (values * dy).sum(-1) / total], -1).astype(np.float64)
+    peaks[broken] = np.nan
+    return peaks
+
+
+def fit_to_peaks(peaks: np.ndarray, initial: np.ndarray, initial_inverse: np.ndarray, initial_forward: np.ndarray,
+                 active: np.ndarray, operators_for: Any, basis: np.ndarray, limits: np.ndarray,
+                 outlier: float) -> np.ndarray:
+    """Stage 0 (module docstring, step 3): the shape model fitted to the active landmarks' ``peaks``, then
+    refitted without the peaks farther than ``outlier`` (mean-shape units) from the first fit.
+
+    ``operators_for(active)`` gives the shape-fit operators of an ``(N, L)`` pattern (``shape_fit_operators``).
+    """
+    usable = np.asarray(active, dtype=bool) & np.isfinite(peaks).all(-1)
+    proposed = np.where(usable[..., None], peaks, initial)
+    first = fit_shape(proposed, initial, initial_inverse, initial_forward, operators_for(usable), basis, limits)
+    distance = np.linalg.norm(apply_linear(initial_inverse, proposed - first), axis=-1)
+    inliers = usable & (distance <= outlier)
+    if np.array_equal(inliers, usable):
+        return first
+    return fit_shape(proposed, initial, initial_inverse, initial_forward, operators_for(inliers), basis, limits)
+
+
+def lost(peaks: np.ndarray, shapes: np.ndarray, inverse: np.ndarray, active: np.ndarray, threshold: float) -> np.ndarray:
+    """``(N,)`` faces whose active landmarks' ``peaks`` lie a median of more than ``threshold`` (mean-shape
+    units, through ``inverse``) from ``shapes``; a face without a usable peak is not lost."""
+    usable = np.asarray(active, dtype=bool) & np.isfinite(peaks).all(-1)
+    distance = np.linalg.norm(apply_linear(inverse, np.where(usable[..., None], peaks - shapes, 0.0)), axis=-1)
+    ordered = np.sort(np.where(usable, distance, np.inf), axis=1)
+    counts = usable.sum(1)
+    rows = np.arange(len(shapes))
+    low, high = ordered[rows, np.maximum(counts - 1, 0) // 2], ordered[rows, np.maximum(counts, 1) // 2]
+    median = np.where(counts % 2 == 1, low, (low + high) / 2)
+    return (counts > 0) & (median > threshold)
+
+
 def shape_coefficients(shapes: np.ndarray, initial: np.ndarray, mean_shape: np.ndarray,
                        basis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients ``(N, K)`` of ``shapes``' displacement from ``initial`` on ``basis``, and the part of it
@@ -309,6 +382,8 @@ class OcclusionAwareRegressor:
         self.visibility_threshold = float(a["visibility_threshold"])
         self.facing_min = float(a["facing_min"])
         self.shape_noise = float(a["shape_noise"])
+        self.peak_outlier = float(a["peak_outlier"])
+        self.lock_threshold = float(a["lock_threshold"])
         self.mean_face = a["mean_face"].astype(np.float64)
         self.mean_shape = a["mean_shape"].astype(np.float64)
         self._frame = _frame_vectors(self.mean_shape)
@@ -317,6 +392,9 @@ class OcclusionAwareRegressor:
         self.basis = a["shape_basis"].astype(np.float64)
         self.sigma = a["shape_sigma"].astype(np.float64)
         self.limits = float(a["shape_clamp"]) * self.sigma
+        self.refine_basis = a["refine_basis"].astype(np.float64)
+        self.refine_sigma = a["refine_sigma"].astype(np.float64)
+        self.refine_limits = float(a["shape_clamp"]) * self.refine_sigma
         anchors = a["anchors"].astype(np.intp)
         self.anchors = anchors
         self.feature_a = anchors[:, :, None] * self.pool_size + a["feature_a"].astype(np.intp)
@@ -325,7 +403,7 @@ class OcclusionAwareRegressor:
         leaves = a["leaves"].astype(np.float64).reshape(self.stage_count, self.trees * 2 ** self.depth, 2)
         # One extra all-zero row per stage: the leaf an inactive tree "lands in", so it adds nothing.
         self.leaf_rows = np.concatenate([leaves, np.zeros((self.stage_count, 1, 2))], 1)
-        self._operators: dict[bytes, np.ndarray] = {}
+        self._operators: dict[tuple[bool, bytes], np.ndarray] = {}
         cycle = np.tile(np.arange(self.landmarks), max(self.trees // self.landmarks, 1))
         self._tiled = [row.shape == cycle.shape and np.array_equal(row, cycle) for row in anchors]
 
@@ -404,11 +482,13 @@ class OcclusionAwareRegressor:
         if leaf_count < 2 or leaf_count & (leaf_count - 1):
             raise self._fail(f"leaves per tree must be a power of two, got {leaf_count}")
         components = out["shape_basis"].shape[0] if out["shape_basis"].ndim == 2 else -1
+        refine_components = out["refine_basis"].shape[0] if out["refine_basis"].ndim == 2 else -1
         expected.update({
             "offsets": (stages, count, pool, 2), "anchors": (stages, trees),
             "feature_a": (stages, trees, leaf_count - 1), "feature_b": (stages, trees, leaf_count - 1),
             "thresholds": (stages, trees, leaf_count - 1), "leaves": (stages, trees, leaf_count, 2),
             "shape_basis": (components, 2 * count), "shape_sigma": (components,),
+            "refine_basis": (refine_components, 2 * count), "refine_sigma": (refine_components,),
         })
         for name, shape in expected.items():
             if out[name].shape != shape:
@@ -420,8 +500,10 @@ class OcclusionAwareRegressor:
                 raise self._fail(f"{name} indexes pool points that do not exist")
         if int(out["input_size"]) < 1:
             raise self._fail("input_size must be positive")
-        if (out["shape_sigma"] <= 0).any() or float(out["shape_noise"]) <= 0 or float(out["shape_clamp"]) <= 0:
-            raise self._fail("shape_sigma, shape_noise and shape_clamp must be positive")
+        if (out["shape_sigma"] <= 0).any() or (out["refine_sigma"] <= 0).any() or min(float(out[name]) for name in ("shape_noise", "shape_clamp",
+                                                                                "peak_outlier", "lock_threshold")) <= 0:
+            raise self._fail("shape_sigma, refine_sigma, shape_noise, shape_clamp, peak_outlier and lock_threshold "
+                             "must be positive")
         return out
 
     # --- runtime ---------------------------------------------------------------------------------
@@ -440,8 +522,13 @@ class OcclusionAwareRegressor:
         """``(N, L)`` landmarks hidden by the face itself at ``pose_proj``."""
         return self_occluded(pose_proj_deg, self.normals, self.facing_min)
 
-    def refine(self, heatmaps: np.ndarray, visibility: np.ndarray, pose_proj_deg: np.ndarray) -> Refinement:
-        """Run the cascade on the full model's outputs for ``N`` faces (see the module docstring)."""
+    def refine(self, heatmaps: np.ndarray, visibility: np.ndarray, pose_proj_deg: np.ndarray,
+               peaks: np.ndarray | None = None) -> Refinement:
+        """Run the cascade on the full model's outputs for ``N`` faces (see the module docstring).
+
+        ``peaks`` ``(N, L, 2)`` are the network's landmarks (crop pixels); by default they are found in
+        ``heatmaps`` the way the exported model finds them (``heatmap_peaks``).
+        """
         heatmaps = np.asarray(heatmaps)
         visibility = np.asarray(visibility, dtype=np.float64)
         pose = np.asarray(pose_proj_deg, dtype=np.float64).reshape(-1, 6)
@@ -458,32 +545,44 @@ class OcclusionAwareRegressor:
         scale, evidence = heatmap_scale(heatmaps)
         active = (visibility >= self.visibility_threshold) & ~self.self_occluded(safe_pose) & evidence
         forward0, inverse0 = _similarity(initial, *self._frame)
-        operators = self.shape_fit_operators(active)
-        shapes, tree_steps = initial, np.zeros_like(initial)
+        peaks = heatmap_peaks(heatmaps) if peaks is None else np.asarray(peaks, dtype=np.float64)
+        if peaks.shape != initial.shape:
+            raise ValueError(f"expected peaks {initial.shape}, got {peaks.shape}")
         with np.errstate(invalid="ignore", over="ignore"):  # broken heatmaps' samples are zeroed in tree_step
+            shapes = fit_to_peaks(peaks, initial, inverse0, forward0, active, self.shape_fit_operators, self.basis,
+                                  self.limits, self.peak_outlier)
+            anchor, tree_steps = shapes, np.zeros_like(initial)
+            forward_a, inverse_a = _similarity(anchor, *self._frame)
+            operators = self.shape_fit_operators(active, refine=True)
             for stage in range(self.stage_count):
                 forward, _ = _similarity(shapes, *self._frame)
                 moved = apply_linear(forward, self.tree_step(stage, shapes, forward, heatmaps, scale, active))
                 tree_steps += moved
-                shapes = fit_shape(shapes + moved, initial, inverse0, forward0, operators, self.basis, self.limits)
+                shapes = fit_shape(shapes + moved, anchor, inverse_a, forward_a, operators, self.refine_basis,
+                                   self.refine_limits)
+            locked = ~lost(peaks, shapes, inverse_a, active, self.lock_threshold)
+        shapes = np.where(locked[:, None, None], shapes, anchor)
         shapes = np.where(refined[:, None, None], shapes, np.nan)
-        return Refinement(landmarks=shapes, initial=initial, tree_steps=tree_steps, active=active, refined=refined)
+        return Refinement(landmarks=shapes, initial=initial, anchor=anchor, tree_steps=tree_steps, active=active,
+                          refined=refined, locked=locked)
 
-    def shape_fit_operators(self, active: np.ndarray) -> np.ndarray:
-        """``shape_fit_operators`` for these active landmarks ``(N, L)``, remembered per visibility pattern:
-        a video's faces repeat a few patterns, and each new one costs a ``K×K`` solve."""
+    def shape_fit_operators(self, active: np.ndarray, refine: bool = False) -> np.ndarray:
+        """``shape_fit_operators`` of stage 0's model (``refine``: the tree stages') for these active landmarks
+        ``(N, L)``, remembered per visibility pattern: a video's faces repeat a few patterns, and each new
+        one costs a ``K×K`` solve."""
         active = np.asarray(active, dtype=bool)
-        keys = [np.packbits(row).tobytes() for row in active]
+        basis, sigma = (self.refine_basis, self.refine_sigma) if refine else (self.basis, self.sigma)
+        keys = [(refine, np.packbits(row).tobytes()) for row in active]
         found = {key: self._operators.get(key) for key in keys}
         missing = sorted(key for key, value in found.items() if value is None)
         if missing:
-            computed = shape_fit_operators(active[[keys.index(key) for key in missing]], self.basis, self.sigma,
+            computed = shape_fit_operators(active[[keys.index(key) for key in missing]], basis, sigma,
                                            self.shape_noise)
             found.update(zip(missing, computed))
             if len(self._operators) + len(missing) > OPERATOR_CACHE:
                 self._operators = {}
             self._operators.update(zip(missing, computed))
-        return np.stack([found[key] for key in keys]) if keys else np.zeros((0, *self.basis.shape))
+        return np.stack([found[key] for key in keys]) if keys else np.zeros((0, *basis.shape))
 
     def tree_step(self, stage: int, shapes: np.ndarray, forward: np.ndarray, heatmaps: np.ndarray,
                   scale: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -519,6 +618,6 @@ class OcclusionAwareRegressor:
             raise ValueError("the OR needs the full model's outputs (heatmaps, visibility, landmarks)")
         if len(out.pose_proj) == 0:
             return out
-        result = self.refine(out.heatmaps, out.visibility, out.pose_proj)
+        result = self.refine(out.heatmaps, out.visibility, out.pose_proj, out.landmarks)
         landmarks = np.where(result.refined[:, None, None], result.landmarks, out.landmarks)
         return dataclasses.replace(out, landmarks=landmarks.astype(np.float32))

@@ -40,8 +40,8 @@ def one_line(message: str) -> str:
 
 
 def status_text(fps: float, result: FrameResult | None, provider: str, recording: bool) -> str:
-    """The permanent status-bar readout: rate, per-stage milliseconds, provider, mode (``+ OR`` when the
-    occlusion-aware regressor places the landmarks), faces."""
+    """The permanent status-bar readout: rate, per-stage milliseconds, provider, mode and precision (``+ OR``
+    when the occlusion-aware regressor places the landmarks), faces."""
     parts = [f"{fps:5.1f} FPS"]
     if result is not None:
         stages = "  ".join(f"{name} {ms:.1f} ms" for name, ms in result.timings_ms.items())
@@ -50,7 +50,8 @@ def status_text(fps: float, result: FrameResult | None, provider: str, recording
     if provider:
         parts.append(provider.removesuffix("ExecutionProvider"))
     if result is not None:
-        parts.append(f"mode {result.mode}" + (f" + {result.refiner}" if result.refiner else ""))
+        precision = f" {result.precision}" if result.precision else ""
+        parts.append(f"mode {result.mode}{precision}" + (f" + {result.refiner}" if result.refiner else ""))
         parts.append(f"{len(result.faces)} face{'' if len(result.faces) == 1 else 's'}")
     if recording:
         parts.append("● REC")

@@ -1,0 +1,163 @@
+"""INT8 variants: the metadata contract survives quantisation, and ``precision="auto"`` follows precision.json."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from app.core import model_io
+from app.core.estimator import PoseEstimator
+from app.core.model_io import ENCODER_FILE, FULL_FILE, ModelError, file_sha256, int8_file
+from tests.conftest import require_shared
+from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
+from trainer import quantize
+from trainer.cli import MODEL_ERROR_EXIT
+
+CPU = ["CPUExecutionProvider"]
+
+
+def crops(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def quantized(random_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The random fp32 models with their INT8 variants beside them (calibrated on random crops)."""
+    out = tmp_path_factory.mktemp("quantized")
+    for name in (ENCODER_FILE, FULL_FILE):
+        shutil.copy(random_models / name, out / name)
+        quantize.quantize_model(out / name, out / int8_file(name), crops(8))
+    return out
+
+
+@pytest.fixture
+def models(quantized: Path, tmp_path: Path) -> Path:
+    """A private copy of ``quantized`` that a test may add a precision.json to or change."""
+    target = tmp_path / "models"
+    shutil.copytree(quantized, target)
+    return target
+
+
+def write_record(models: Path, chosen: bool = True, sha: str | None = None) -> None:
+    """A precision.json choosing (or not) INT8 for both modes, pinned to the current fp32 files unless ``sha``."""
+    modes = {mode: {"int8_chosen": chosen, "fp32_size": (models / name).stat().st_size,
+                    "fp32_sha256": sha or file_sha256(models / name)}
+             for mode, name in (("pose", ENCODER_FILE), ("full", FULL_FILE))}
+    (models / model_io.PRECISION_FILE).write_text(json.dumps({"modes": modes}))
+
+
+def test_int8_models_carry_all_fp32_metadata_plus_precision_int8(quantized: Path):
+    for name in (ENCODER_FILE, FULL_FILE):
+        fp32 = quantize.read_metadata(quantized / name)
+        assert "precision" not in fp32
+        assert quantize.read_metadata(quantized / int8_file(name)) == {**fp32, "precision": "int8"}
+
+
+def test_int8_models_pass_the_contract_check_and_run_through_the_estimator(quantized: Path):
+    with PoseEstimator(quantized, CPU, precision="int8") as estimator:
+        out = estimator.estimate(crops(3, seed=1), "full")
+        assert estimator.model("full").path.name == int8_file(FULL_FILE)
+        assert estimator.precision("full") == "int8" and estimator.precision("pose") == "int8"
+        assert estimator.info("full").precision == "int8"
+        assert out.pose.shape == (3, 6) and out.landmarks.shape == (3, LANDMARKS, 2)
+        assert np.isfinite(out.pose).all() and np.isfinite(out.heatmaps).all()
+
+
+def test_heads_and_everything_after_them_stay_fp32(quantized: Path):
+    graph = onnx.load(str(quantized / int8_file(FULL_FILE))).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    for output in model_io.FULL_OUTPUTS:
+        assert producers[output].op_type not in ("DequantizeLinear", "QuantizeLinear")
+    heads = [n for n in graph.node if "/fc_" in n.name]
+    assert heads and all(n.op_type == "Conv" for n in heads)
+    assert any(n.op_type == "QuantizeLinear" for n in graph.node)
+
+
+def test_auto_runs_int8_on_the_cpu_when_precision_json_chose_it_for_this_fp32_file(models: Path):
+    write_record(models, chosen=True)
+    with PoseEstimator(models, CPU) as estimator:
+        assert estimator.precision("pose") == "int8" and estimator.precision("full") == "int8"
+        assert estimator.model("pose").path.name == int8_file(ENCODER_FILE)
+
+
+def test_auto_runs_fp32_when_precision_json_did_not_choose_int8(models: Path):
+    write_record(models, chosen=False)
+    with PoseEstimator(models, CPU) as estimator:
+        assert estimator.precision("pose") == "fp32"
+        assert estimator.model("pose").path.name == ENCODER_FILE
+
+
+def test_auto_runs_fp32_when_the_fp32_model_changed_since_it_was_quantised(models: Path):
+    write_record(models, chosen=True, sha="0" * 64)
+    with PoseEstimator(models, CPU) as estimator:
+        assert estimator.precision("full") == "fp32"
+
+
+def test_auto_runs_fp32_without_precision_json_or_without_the_int8_file(models: Path):
+    with PoseEstimator(models, CPU) as estimator:
+        assert estimator.precision("pose") == "fp32"
+    write_record(models, chosen=True)
+    (models / int8_file(FULL_FILE)).unlink()
+    with PoseEstimator(models, CPU) as estimator:
+        assert estimator.precision("full") == "fp32" and estimator.precision("pose") == "int8"
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"modes": {"pose": {"int8_chosen": "yes"}}}',
+                                  '{"modes": {"pose": {"int8_chosen": true, "fp32_size": 1}}}'])
+def test_malformed_precision_json_means_fp32_with_one_warning(models: Path, text: str,
+                                                               caplog: pytest.LogCaptureFixture):
+    (models / model_io.PRECISION_FILE).write_text(text)
+    with caplog.at_level(logging.WARNING), PoseEstimator(models, CPU) as estimator:
+        assert estimator.precision("pose") == "fp32"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and model_io.PRECISION_FILE in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_fp32_forces_fp32_even_where_int8_was_chosen(models: Path):
+    write_record(models, chosen=True)
+    with PoseEstimator(models, CPU, precision="fp32") as estimator:
+        assert estimator.precision("pose") == "fp32"
+
+
+def test_forcing_int8_without_the_file_is_a_model_error_naming_it(random_models: Path):
+    with pytest.raises(ModelError, match=int8_file(ENCODER_FILE).replace(".", r"\.")):
+        PoseEstimator(random_models, CPU, precision="int8").model("pose")
+
+
+def test_unknown_precision_is_a_value_error(random_models: Path):
+    with pytest.raises(ValueError, match="precision"):
+        PoseEstimator(random_models, precision="fp16")
+
+
+def test_quantize_command_writes_both_int8_models_and_a_precision_json(random_models: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture):
+    afw = require_shared("300w", "afw")
+    for name in (ENCODER_FILE, FULL_FILE):
+        shutil.copy(random_models / name, tmp_path / name)
+    code = quantize.main(["--model", str(tmp_path), "--data", f"300w:{afw}", "--calibration-faces", "4", "--runs", "2"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    record = json.loads((tmp_path / model_io.PRECISION_FILE).read_text())
+    assert printed == record
+    assert record["calibration"]["faces"] == 4 and record["validation_faces"] > 0
+    for mode, name in (("pose", ENCODER_FILE), ("full", FULL_FILE)):
+        entry = record["modes"][mode]
+        assert (tmp_path / int8_file(name)).is_file()
+        assert entry["fp32_sha256"] == file_sha256(tmp_path / name)
+        assert entry["fp32_ms"] > 0 and entry["int8_ms"] > 0 and isinstance(entry["int8_chosen"], bool)
+        assert entry["int8_chosen"] == (entry["mae_loss"] <= quantize.MAX_MAE_LOSS
+                                        and entry["speedup"] >= quantize.MIN_SPEEDUP)
+        with PoseEstimator(tmp_path, CPU) as estimator:
+            assert estimator.precision(mode) == ("int8" if entry["int8_chosen"] else "fp32")
+
+
+def test_quantize_command_without_models_is_one_line_and_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture):
+    code = quantize.main(["--model", str(tmp_path / "none"), "--data", f"300w:{tmp_path}"])
+    assert code == MODEL_ERROR_EXIT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and ENCODER_FILE in err
