@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 OCCLUSION_SEED = 0
 
 
-def _truth_pose(sample: FaceSample, mean_face: np.ndarray) -> np.ndarray | None:
+def truth_pose(sample: FaceSample, mean_face: np.ndarray) -> np.ndarray | None:
     """Ground-truth (yaw, pitch, roll) in degrees: the dataset's, else PnP of its landmarks."""
     if sample.pose is not None:
         return np.asarray(sample.pose, dtype=np.float64)
@@ -106,7 +106,7 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
             box = face_box_from_detection(found[0, :4])
         crops, transforms = crop_faces(frame, np.asarray([box]), size, face_boxes=True)
         out = estimator.estimate(crops, mode)
-        truth = _truth_pose(sample, mean_face)
+        truth = truth_pose(sample, mean_face)
         if truth is not None:
             pred_pose.append(out.pose[0, :3])
             true_pose.append(truth)

@@ -51,7 +51,7 @@ from app.core.pipeline import crop_faces
 from trainer.cli import report_error
 from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
-from trainer.evaluate import _truth_pose
+from trainer.evaluate import truth_pose
 from trainer.metrics import pose_mae
 from trainer.train import split_items
 
@@ -204,7 +204,7 @@ def validation_faces(items: list, size: int, mean_face: np.ndarray) -> tuple[np.
     crops, truths = [], []
     for dataset, index in tqdm(items, desc="validation crops", unit="face"):
         sample = dataset[index]
-        crop, truth = face_crop(sample, size), _truth_pose(sample, mean_face)
+        crop, truth = face_crop(sample, size), truth_pose(sample, mean_face)
         if crop is not None and truth is not None:
             crops.append(crop)
             truths.append(truth)
