@@ -132,6 +132,20 @@ def test_a_missing_video_exits_2_with_one_line_naming_it(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "nope.mp4: no such file" in err[0]
 
 
+def test_evaluate_takes_video_and_reference_together_and_names_a_missing_video(tmp_path, capsys, random_models):
+    from trainer.evaluate import main as evaluate_main
+
+    helen_test = require_shared("300w", "helen_test")
+    reference = require_shared("videos", "side_large_pose.3ddfa_v2.csv")
+    alone = evaluate_main(["--model", str(random_models), "--data", f"300w:{helen_test}", "--limit", "1",
+                           "--video", str(tmp_path / "nope.mp4")])
+    assert alone == 2 and "--video and --reference go together" in capsys.readouterr().err
+    missing = evaluate_main(["--model", str(random_models), "--data", f"300w:{helen_test}", "--limit", "1",
+                             "--video", str(tmp_path / "nope.mp4"), "--reference", str(reference)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert missing == 2 and "nope.mp4: no such file" in err[-1]
+
+
 def test_a_malformed_reference_exits_2_naming_it(tmp_path, capsys):
     reference = _write(tmp_path / "bad.csv", "frame,yaw\n0,1\n")
     code = main(["--video", str(tmp_path / "v.mp4"), "--reference", str(reference), "--plot", str(tmp_path / "p.png")])
