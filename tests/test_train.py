@@ -100,3 +100,14 @@ def test_synthetic_faces_join_training_at_the_given_ratio_drawn_afresh_each_epoc
     assert data.items[10:] != first
     data.set_epoch(0)
     assert data.items[10:] == first
+
+
+def test_synthetic_faces_rendered_from_validation_faces_are_left_out_of_training():
+    from types import SimpleNamespace
+
+    from trainer.train import exclude_sources
+
+    originals = SimpleNamespace(names=["afw/111_1", "helen/222_3"])
+    renders = SimpleNamespace(names=["afw/111_1_0", "afw/111_1_7", "helen/222_3_0", "helen/2223_0"])
+    kept = exclude_sources([(renders, i) for i in range(4)], [(originals, 1)])
+    assert [renders.names[i] for _, i in kept] == ["afw/111_1_0", "afw/111_1_7", "helen/2223_0"]
