@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_shared
+from trainer.train import annealed_lr
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -59,6 +60,28 @@ def test_resume_continues_at_the_next_epoch(trained_run: Path, tmp_path: Path) -
                   "--pretrain-epochs", "1", "--epochs", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert [int(r["epoch"]) for r in _log(copy)] == [0, 1, 2]
+
+
+def test_annealing_takes_the_rate_down_a_cosine_to_the_floor_over_the_last_epochs() -> None:
+    rates = [annealed_lr(1e-3, 1e-5, epoch, 10, 4) for epoch in range(10)]
+    assert rates[:6] == [None] * 6
+    assert all(a > b for a, b in zip(rates[6:], rates[7:]))
+    assert rates[6] < 1e-3 and rates[9] > 1e-5
+    assert rates[6] + rates[9] == pytest.approx(1e-3 + 1e-5)
+    assert annealed_lr(1e-3, 1e-5, 3, 10, 0) is None
+
+
+def test_resumed_run_logs_the_annealed_rates(trained_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "annealed"
+    copy.mkdir()
+    (copy / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
+    afw = require_shared("300w", "afw")
+    result = _run("-m", "trainer.train", "--data", f"300w:{afw}", "--out", str(copy), "--resume",
+                  "--pretrain-epochs", "1", "--epochs", "3", "--anneal-epochs", "2", "--lr-floor", "1e-5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = _log(copy)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [float(r["lr"]) for r in rows[2:]] == pytest.approx([annealed_lr(1e-3, 1e-5, e, 4, 2) for e in (2, 3)])
 
 
 def test_exported_run_evaluates_on_helen_test_through_the_app_runtime(trained_run: Path, tmp_path: Path) -> None:

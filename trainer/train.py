@@ -1,7 +1,9 @@
 """``python -m trainer.train``: two-phase MNN training (landmarks first, then all four losses).
 
 Phase 1 minimises the heatmap loss alone; phase 2 all four losses of eq. 5, with a fresh Adam
-(lr 1e-3) halved whenever the validation loss has not improved for 15 epochs. The data are shuffled
+(lr 1e-3) halved whenever the validation loss has not improved for 15 epochs; ``--anneal-epochs N``
+instead takes the rate down a half cosine to ``--lr-floor`` over the run's last N epochs, which settles
+the weights where a constant rate leaves held-out error swinging from epoch to epoch. The data are shuffled
 once (seeded) and split 90/10 into train and validation. Every epoch replaces ``OUT/checkpoint.pt``
 (everything ``--resume`` needs) and, when validation improves, ``OUT/best.pt`` (what export takes),
 rewrites ``OUT/log.csv`` and redraws ``OUT/losses.png``.
@@ -198,6 +200,15 @@ def make_optimizer(model: MNN, lr: float) -> tuple[torch.optim.Optimizer, torch.
     return optimizer, scheduler
 
 
+def annealed_lr(base: float, floor: float, epoch: int, total_epochs: int, anneal_epochs: int) -> float | None:
+    """The rate of ``epoch`` inside the last ``anneal_epochs`` (cosine from ``base`` to ``floor``, sampled at
+    each epoch's middle), or None before that window, where the plateau schedule rules."""
+    i = epoch - (total_epochs - anneal_epochs)
+    if anneal_epochs <= 0 or i < 0:
+        return None
+    return float(floor + (base - floor) * 0.5 * (1.0 + np.cos(np.pi * (i + 0.5) / anneal_epochs)))
+
+
 def train(args: argparse.Namespace) -> Path:
     """Run (or resume) training as ``args`` say; returns the checkpoint path."""
     out = Path(args.out)
@@ -253,12 +264,17 @@ def train(args: argparse.Namespace) -> Path:
         if phase == 2 and epoch == args.pretrain_epochs and epoch > 0:
             optimizer, scheduler = make_optimizer(model, args.lr)
             best = float("inf")
+        annealed = annealed_lr(args.lr, args.lr_floor, epoch, total_epochs, args.anneal_epochs) if phase == 2 else None
+        if annealed is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = annealed
         train_set.set_epoch(epoch)
         started = time.time()
         train_losses = run_epoch(model, train_loader, optimizer, phase, weights, mean_face_t, sigma, device,
                                  f"epoch {epoch + 1}/{total_epochs} phase {phase}")
         val_losses = run_epoch(model, val_loader, None, phase, weights, mean_face_t, sigma, device, "validation")
-        scheduler.step(val_losses["total"])
+        if annealed is None:
+            scheduler.step(val_losses["total"])
         row = {"epoch": epoch, "phase": phase, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - started, 1),
                **{f"train_{k}": round(v, 6) for k, v in train_losses.items()},
                **{f"val_{k}": round(v, 6) for k, v in val_losses.items()}}
@@ -289,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=120, help="phase 2: all four losses")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--anneal-epochs", type=int, default=0,
+                        help="phase-2 epochs at the end whose rate falls along a cosine to --lr-floor (0: plateau halving only)")
+    parser.add_argument("--lr-floor", type=float, default=1e-5, help="the rate at the end of --anneal-epochs")
     parser.add_argument("--loss-weights", type=float, nargs=4, default=list(asdict(LossWeights()).values()),
                         metavar=("POSE", "POSE_PROJ", "HEATMAP", "VISIBILITY"), help="α of eq. 5")
     parser.add_argument("--synthetic", action="append", metavar="KIND:PATH",
