@@ -84,6 +84,18 @@ def test_resumed_run_logs_the_annealed_rates(trained_run: Path, tmp_path: Path) 
     assert [float(r["lr"]) for r in rows[2:]] == pytest.approx([annealed_lr(1e-3, 1e-5, e, 4, 2) for e in (2, 3)])
 
 
+def test_a_run_resumed_past_its_anneal_returns_to_the_plateau_rate(trained_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "restarted"
+    copy.mkdir()
+    (copy / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
+    afw = require_shared("300w", "afw")
+    common = ("-m", "trainer.train", "--data", f"300w:{afw}", "--out", str(copy), "--resume", "--pretrain-epochs", "1")
+    assert _run(*common, "--epochs", "2", "--anneal-epochs", "1").returncode == 0
+    result = _run(*common, "--epochs", "3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [float(r["lr"]) for r in _log(copy)[1:]] == pytest.approx([1e-3, annealed_lr(1e-3, 1e-5, 2, 3, 1), 1e-3])
+
+
 def test_exported_run_evaluates_on_helen_test_through_the_app_runtime(trained_run: Path, tmp_path: Path) -> None:
     helen_test = require_shared("300w", "helen_test")
     models = tmp_path / "models"

@@ -3,7 +3,8 @@
 Phase 1 minimises the heatmap loss alone; phase 2 all four losses of eq. 5, with a fresh Adam
 (lr 1e-3) halved whenever the validation loss has not improved for 15 epochs; ``--anneal-epochs N``
 instead takes the rate down a half cosine to ``--lr-floor`` over the run's last N epochs, which settles
-the weights where a constant rate leaves held-out error swinging from epoch to epoch. The data are shuffled
+the weights where a constant rate leaves held-out error swinging from epoch to epoch. A run resumed
+with more epochs goes back to the plateau rate (kept in the checkpoint) until its next anneal. The data are shuffled
 once (seeded) and split 90/10 into train and validation. Every epoch replaces ``OUT/checkpoint.pt``
 (everything ``--resume`` needs) and, when validation improves, ``OUT/best.pt`` (what export takes),
 rewrites ``OUT/log.csv`` and redraws ``OUT/losses.png``.
@@ -247,6 +248,7 @@ def train(args: argparse.Namespace) -> Path:
     weights = LossWeights(*args.loss_weights)
     total_epochs = args.pretrain_epochs + args.epochs
     optimizer, scheduler = make_optimizer(model, args.lr)
+    plateau_lr = args.lr
     history: list[dict[str, Any]] = []
     start, best = 0, float("inf")
     if state is not None:
@@ -254,6 +256,7 @@ def train(args: argparse.Namespace) -> Path:
         optimizer.load_state_dict(expand_optimizer_state(state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
         history, best = state["history"], state["best_val"]
+        plateau_lr = state.get("plateau_lr", optimizer.param_groups[0]["lr"])
         start = state["epoch"] + 1
         log.info("resuming %s at epoch %d of %d", out, start, total_epochs)
     log.info("training on %s: %d train (%d synthetic) / %d validation faces, %d px, %d landmarks, %d + %d epochs",
@@ -263,11 +266,10 @@ def train(args: argparse.Namespace) -> Path:
         phase = 1 if epoch < args.pretrain_epochs else 2
         if phase == 2 and epoch == args.pretrain_epochs and epoch > 0:
             optimizer, scheduler = make_optimizer(model, args.lr)
-            best = float("inf")
-        annealed = annealed_lr(args.lr, args.lr_floor, epoch, total_epochs, args.anneal_epochs) if phase == 2 else None
-        if annealed is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = annealed
+            best, plateau_lr = float("inf"), args.lr
+        annealed = annealed_lr(plateau_lr, args.lr_floor, epoch, total_epochs, args.anneal_epochs) if phase == 2 else None
+        for group in optimizer.param_groups:
+            group["lr"] = plateau_lr if annealed is None else annealed
         train_set.set_epoch(epoch)
         started = time.time()
         train_losses = run_epoch(model, train_loader, optimizer, phase, weights, mean_face_t, sigma, device,
@@ -275,6 +277,7 @@ def train(args: argparse.Namespace) -> Path:
         val_losses = run_epoch(model, val_loader, None, phase, weights, mean_face_t, sigma, device, "validation")
         if annealed is None:
             scheduler.step(val_losses["total"])
+            plateau_lr = optimizer.param_groups[0]["lr"]
         row = {"epoch": epoch, "phase": phase, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - started, 1),
                **{f"train_{k}": round(v, 6) for k, v in train_losses.items()},
                **{f"val_{k}": round(v, 6) for k, v in val_losses.items()}}
@@ -288,6 +291,7 @@ def train(args: argparse.Namespace) -> Path:
         save_checkpoint(ckpt_path, {
             **model_state(model, mean_face), "optimizer": compact_optimizer_state(optimizer.state_dict()),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history, "best_val": best,
+            "plateau_lr": plateau_lr,
             "args": vars(args) | {"out": str(args.out)}, "augment": asdict(augment),
         })
         write_log(history, out / "log.csv")
