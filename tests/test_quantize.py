@@ -78,6 +78,19 @@ def test_heads_and_everything_after_them_stay_fp32(quantized: Path):
     assert any(n.op_type == "QuantizeLinear" for n in graph.node)
 
 
+def test_bottleneck_stages_stay_fp32_while_earlier_stages_are_quantised(quantized: Path):
+    graph = onnx.load(str(quantized / int8_file(ENCODER_FILE))).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    convs = [n for n in graph.node if n.op_type == "Conv" and "/fc_" not in n.name]
+
+    def quantised(node: onnx.NodeProto) -> bool:
+        return node.input[1] in producers and producers[node.input[1]].op_type == "DequantizeLinear"
+
+    deep = [n for n in convs if f"/down.{quantize.FP32_STAGES_FROM}/" in n.name]
+    assert deep and not any(quantised(n) for n in deep)
+    assert [n.name for n in convs if quantised(n)] and all(quantised(n) for n in convs if "/down.0/" in n.name)
+
+
 def test_auto_runs_int8_on_the_cpu_when_precision_json_chose_it_for_this_fp32_file(models: Path):
     write_record(models, chosen=True)
     with PoseEstimator(models, CPU) as estimator:
