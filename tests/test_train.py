@@ -51,13 +51,19 @@ def test_run_folder_holds_checkpoint_log_and_plot(trained_run: Path) -> None:
     assert {"checkpoint.pt", "best.pt", "log.csv", "losses.png"} <= {p.name for p in trained_run.iterdir()}
 
 
+def _resume(trained_run: Path, copy: Path, *args: str) -> subprocess.CompletedProcess:
+    """Resume a copy of ``trained_run``'s checkpoint in ``copy`` (made on first use) with ``args``."""
+    if not copy.exists():
+        copy.mkdir()
+        (copy / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
+    afw = require_shared("300w", "afw")
+    return _run("-m", "trainer.train", "--data", f"300w:{afw}", "--out", str(copy), "--resume",
+                "--pretrain-epochs", "1", *args)
+
+
 def test_resume_continues_at_the_next_epoch(trained_run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "resumed"
-    copy.mkdir()
-    (copy / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
-    afw = require_shared("300w", "afw")
-    result = _run("-m", "trainer.train", "--data", f"300w:{afw}", "--out", str(copy), "--resume",
-                  "--pretrain-epochs", "1", "--epochs", "2")
+    result = _resume(trained_run, copy, "--epochs", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert [int(r["epoch"]) for r in _log(copy)] == [0, 1, 2]
 
@@ -73,11 +79,7 @@ def test_annealing_takes_the_rate_down_a_cosine_to_the_floor_over_the_last_epoch
 
 def test_resumed_run_logs_the_annealed_rates(trained_run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "annealed"
-    copy.mkdir()
-    (copy / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
-    afw = require_shared("300w", "afw")
-    result = _run("-m", "trainer.train", "--data", f"300w:{afw}", "--out", str(copy), "--resume",
-                  "--pretrain-epochs", "1", "--epochs", "3", "--anneal-epochs", "2", "--lr-floor", "1e-5")
+    result = _resume(trained_run, copy, "--epochs", "3", "--anneal-epochs", "2", "--lr-floor", "1e-5")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = _log(copy)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
@@ -86,12 +88,8 @@ def test_resumed_run_logs_the_annealed_rates(trained_run: Path, tmp_path: Path) 
 
 def test_a_run_resumed_past_its_anneal_returns_to_the_plateau_rate(trained_run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "restarted"
-    copy.mkdir()
-    (copy / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
-    afw = require_shared("300w", "afw")
-    common = ("-m", "trainer.train", "--data", f"300w:{afw}", "--out", str(copy), "--resume", "--pretrain-epochs", "1")
-    assert _run(*common, "--epochs", "2", "--anneal-epochs", "1").returncode == 0
-    result = _run(*common, "--epochs", "3")
+    assert _resume(trained_run, copy, "--epochs", "2", "--anneal-epochs", "1").returncode == 0
+    result = _resume(trained_run, copy, "--epochs", "3")
     assert result.returncode == 0, result.stderr[-2000:]
     assert [float(r["lr"]) for r in _log(copy)[1:]] == pytest.approx([1e-3, annealed_lr(1e-3, 1e-5, 2, 3, 1), 1e-3])
 
