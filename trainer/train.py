@@ -4,8 +4,8 @@ Phase 1 minimises the heatmap loss alone; phase 2 all four losses of eq. 5, with
 (lr 1e-3) halved whenever the validation loss has not improved for 15 epochs; ``--anneal-epochs N``
 instead takes the rate down a half cosine to ``--lr-floor`` over the run's last N epochs, which settles
 the weights where a constant rate leaves held-out error swinging from epoch to epoch. A run resumed
-with more epochs goes back to the plateau rate (kept in the checkpoint) until its next anneal. The data are shuffled
-once (seeded) and split 90/10 into train and validation. Every epoch replaces ``OUT/checkpoint.pt``
+with more epochs goes back to the plateau rate (kept in the checkpoint) until its next anneal. The
+data are shuffled once (seeded) and split 90/10 into train and validation. Every epoch replaces ``OUT/checkpoint.pt``
 (everything ``--resume`` needs) and, when validation improves, ``OUT/best.pt`` (what export takes),
 rewrites ``OUT/log.csv`` and redraws ``OUT/losses.png``.
 
