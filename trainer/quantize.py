@@ -91,7 +91,8 @@ class Scheme:
     def describe(self) -> dict[str, Any]:
         return {"format": self.quant_format.name, "per_channel": self.per_channel,
                 "activations": self.activation_type.name, "weights": QuantType.QInt8.name,
-                "calibration": "MinMax", "quantised_ops": list(QUANTISED_OPS), "fp32": f"heads ({HEAD_PREFIX}*) onward; encoder stages {FP32_STAGES_FROM} on"}
+                "calibration": "MinMax", "quantised_ops": list(QUANTISED_OPS),
+                "fp32": f"heads ({HEAD_PREFIX}*) onward; encoder stages {FP32_STAGES_FROM} on"}
 
 
 def face_crop(sample: FaceSample, size: int) -> np.ndarray | None:

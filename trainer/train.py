@@ -267,7 +267,8 @@ def train(args: argparse.Namespace) -> Path:
         if phase == 2 and epoch == args.pretrain_epochs and epoch > 0:
             optimizer, scheduler = make_optimizer(model, args.lr)
             best, plateau_lr = float("inf"), args.lr
-        annealed = annealed_lr(plateau_lr, args.lr_floor, epoch, total_epochs, args.anneal_epochs) if phase == 2 else None
+        annealed = (annealed_lr(plateau_lr, args.lr_floor, epoch, total_epochs, args.anneal_epochs)
+                    if phase == 2 else None)
         for group in optimizer.param_groups:
             group["lr"] = plateau_lr if annealed is None else annealed
         train_set.set_epoch(epoch)
@@ -310,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--anneal-epochs", type=int, default=0,
-                        help="phase-2 epochs at the end whose rate falls along a cosine to --lr-floor (0: plateau halving only)")
+                        help="phase-2 epochs at the end whose rate falls along a cosine to --lr-floor "
+                             "(0: plateau halving only)")
     parser.add_argument("--lr-floor", type=float, default=1e-5, help="the rate at the end of --anneal-epochs")
     parser.add_argument("--loss-weights", type=float, nargs=4, default=list(asdict(LossWeights()).values()),
                         metavar=("POSE", "POSE_PROJ", "HEATMAP", "VISIBILITY"), help="α of eq. 5")
