@@ -2,9 +2,10 @@
 
 Runs the same ``FrameLoop`` as the viewer and the headless command, draws the overlay of every
 frame (without writing it anywhere), and reports frames per second end to end and the median
-milliseconds of each stage: decode, detect, crop, infer, refine (full mode with the occlusion-aware
+milliseconds of each stage: decode, detect, crop, infer, refine (full mode: the occlusion-aware
 regressor, ``or.npz``), overlay. ``refine_ms_per_face`` is the refine time summed over the measured
-frames divided by the faces they held, the OR's own cost per face. The first ``--warmup`` frames
+frames divided by the faces they held: the cost per face of the OR and of the pose fitted to its
+landmarks (`app.core.landmark_pose`). The first ``--warmup`` frames
 (graph start-up, first allocations) are processed but not measured; model loading is never
 measured. Speed is measured here, never by timed tests.
 

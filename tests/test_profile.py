@@ -15,7 +15,7 @@ from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
 from trainer.landmark_layouts import IBUG68
 from trainer.mean_face import build_mean_face
-from trainer.pose_labels import pnp_weights
+from app.core.landmark_pose import pnp_weights
 from trainer.profile import FaceProfiler, ProfileSettings, draw_targets, main, mirror_face, profile_datasets
 from trainer.profiling.fit import fit_face
 from trainer.profiling.mesh import LANDMARKS, head_mesh, head_topology
@@ -122,6 +122,14 @@ def test_targets_cover_the_yaw_range_evenly_with_a_little_pitch() -> None:
     counts, _ = np.histogram(targets[:, 0], bins=np.linspace(-90, 90, 9))
     np.testing.assert_array_equal(counts, 40)
     assert np.abs(targets[:, 1]).max() <= 15.0 and np.abs(targets[:, 1]).max() > 10.0
+
+
+def test_yaw_min_leaves_the_near_frontal_band_out_and_keeps_both_sides_even() -> None:
+    settings = ProfileSettings(per_face=4, yaw_max_deg=90.0, pitch_max_deg=15.0, yaw_min_deg=45.0)
+    targets = np.vstack([draw_targets(np.random.default_rng(k), settings) for k in range(40)])
+    assert np.abs(targets[:, 0]).min() >= 45.0 and np.abs(targets[:, 0]).max() <= 90.0
+    counts, _ = np.histogram(targets[:, 0], bins=[-90, -67.5, -45, 45, 67.5, 90])
+    np.testing.assert_array_equal(counts, [40, 40, 0, 40, 40])
 
 
 def test_generated_set_loads_through_the_aflw2000_reader_and_covers_plus_minus_90(generated) -> None:

@@ -15,7 +15,7 @@ Labels after augmentation:
 - ``visibility``: the sample's visibility AND not under the synthetic occluder (a landmark is under it
   when its pixel is one the rectangle fills). The occluder leaves ``mask`` alone: the landmark is
   still annotated, only hidden. Visibility is meaningful only where ``mask`` is True.
-- ``pose``: weak-perspective PnP (``trainer.pose_labels.pose_from_landmarks``) on the crop's landmarks
+- ``pose``: weak-perspective PnP (``app.core.landmark_pose.pose_from_landmarks``) on the crop's landmarks
   in normalised crop coordinates, so ``tx, ty, tz`` are the crop's, as ``app.core.pose.project``
   wants. PnP uses the sample's annotation mask, not the in-crop mask: a landmark pushed out of the
   crop is still known exactly (the warp is a similarity), and fitting all annotated points gives the
@@ -33,10 +33,10 @@ import cv2
 import numpy as np
 
 from app.core.crop import ENLARGE, crop_transform, square_box, to_normalised, warp_image, warp_points
+from app.core.landmark_pose import pose_from_landmarks
 from app.core.pose import project, transform_angles
 from trainer.datasets.sample import FaceSample
 from trainer.landmark_layouts import layout_for
-from trainer.pose_labels import pose_from_landmarks
 
 HUE_RANGE = 180
 """OpenCV's 8-bit hue runs over 0..179 (degrees halved)."""

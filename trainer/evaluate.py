@@ -33,8 +33,9 @@ from tqdm import tqdm
 from app.core.crop import face_box_from_detection, unwarp_points
 from app.core.detector import create_detector
 from app.core.estimator import PoseEstimator
+from app.core.landmark_pose import pose_from_landmarks
 from app.core.model_io import PRECISIONS, ModelError, ModelInfo
-from app.core.pipeline import crop_faces
+from app.core.pipeline import crop_faces, finish_full_mode
 from app.core.refiner import OR_FILE, OcclusionAwareRegressor
 from app.core.video import VideoError
 from trainer.augment import AugmentConfig, Augmentation, apply_augmentation, draw_augmentation
@@ -43,7 +44,6 @@ from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
 from trainer.landmark_layouts import layout_for
 from trainer.metrics import face_nme, normalisers, pose_mae, recall_at_precision
-from trainer.pose_labels import pose_from_landmarks
 from trainer.video_agreement import agreement, read_3ddfa_csv, run_pipeline
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
     size, mean_face = info.input_size, info.mean_face
     refiner = _refiner(estimator, info) if mode == "full" else None
     detector = None
-    pred_pose, true_pose = [], []
+    pred_pose, network_pose, true_pose = [], [], []
     nme: dict[str, list[float]] = {"inter_ocular": [], "inter_pupil": [], "box_height": []}
     nme_or: dict[str, list[float]] = {key: [] for key in nme}
     vis_scores, vis_labels = [], []
@@ -106,15 +106,17 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
             box = face_box_from_detection(found[0, :4])
         crops, transforms = crop_faces(frame, np.asarray([box]), size, face_boxes=True)
         out = estimator.estimate(crops, mode)
+        final = finish_full_mode(None, out, info, refiner) if mode == "full" else out
         truth = truth_pose(sample, mean_face)
         if truth is not None:
-            pred_pose.append(out.pose[0, :3])
+            pred_pose.append(final.pose[0, :3])
+            network_pose.append(out.pose[0, :3])
             true_pose.append(truth)
         if mode != "full" or not sample.mask.any():
             continue
         layout = layout_for(len(sample.landmarks))
         landmarks = unwarp_points(out.landmarks[0], transforms[0])
-        refined = None if refiner is None else unwarp_points(refiner(None, out, info).landmarks[0], transforms[0])
+        refined = None if refiner is None else unwarp_points(final.landmarks[0], transforms[0])
         for key, norm in normalisers(sample.landmarks, sample.box if sample.box is not None else box, layout).items():
             nme[key].append(face_nme(landmarks, sample.landmarks, sample.mask, norm))
             if refined is not None:
@@ -131,6 +133,9 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
     result: dict[str, Any] = {"data": spec, "faces": count, "undetected": missed, "mode": mode,
                               "pose_faces": len(true_pose),
                               "mae": pose_mae(np.array(pred_pose), np.array(true_pose)) if true_pose else None}
+    if mode == "full":
+        result["pose_source"] = "PnP of the final landmarks (app.core.landmark_pose)"
+        result["mae_fc_pose"] = pose_mae(np.array(network_pose), np.array(true_pose)) if true_pose else None
     if mode == "full":
         result["nme"] = {k: float(np.mean(v)) for k, v in nme.items()} if nme["inter_ocular"] else None
         result["nme_or"] = {k: float(np.mean(v)) for k, v in nme_or.items()} if nme_or["inter_ocular"] else None

@@ -1,37 +1,13 @@
 """Pose labels from landmarks: weak-perspective PnP of a face's 68 landmarks with the model's mean face.
 
-The paper labels 300W-style data with POSIT and a mean face; we fit ``app.core.pose.fit_pose`` (the
-same camera ``π`` that ``L_AE`` uses). Only the 51 inner points (17–67) are used: the 300W jaw
-points follow the visible contour, not fixed 3D points, and bias PnP on turned faces
-(``../shared/CONVENTIONS.md``; HopeNet section 4.2).
+The fit itself is ``app.core.landmark_pose`` (full mode reports the same fit of its own landmarks);
+this module checks it against datasets that carry their own pose.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from app.core.pose import fit_pose
-
-INNER_POINTS = slice(17, 68)
-
-
-def pnp_weights(mask: np.ndarray) -> np.ndarray:
-    """Per-landmark PnP weights: annotated inner points 1, jaw line and missing points 0."""
-    weights = np.zeros(len(mask))
-    weights[INNER_POINTS] = 1.0
-    return weights * np.asarray(mask, dtype=np.float64)
-
-
-def pose_from_landmarks(landmarks: np.ndarray, mask: np.ndarray, mean_face: np.ndarray) -> np.ndarray | None:
-    """``(yaw, pitch, roll, tx, ty, tz)`` (radians; translation in the landmarks' unit) or None.
-
-    None when the layout is not the mean face's (68 points) or fewer than 6 inner points are annotated.
-    """
-    if len(landmarks) != len(mean_face):
-        return None
-    weights = pnp_weights(mask)
-    if (weights > 0).sum() < 6:
-        return None
-    return fit_pose(landmarks, mean_face, weights)
+from app.core.landmark_pose import pose_from_landmarks
 
 
 def label_errors(spec: str) -> dict[str, float | int]:

@@ -1,7 +1,7 @@
 """Synthesise turned heads from 300W-style faces (face profiling, as 300W-LP was made from 300W).
 
 ``python -m trainer.profile --data 300w:../shared/data/300w/afw --data 300w:../shared/data/300w/helen_train
---out runs/profiled [--per-face 8] [--yaw-max 90] [--pitch-max 15] [--seed 0] [--limit N]`` fits each face
+--out runs/profiled [--per-face 8] [--yaw-max 90] [--yaw-min 0] [--pitch-max 15] [--seed 0] [--limit N]`` fits each face
 (``trainer.profiling.fit``), builds its textured head mesh (``trainer.profiling.mesh``), turns it to
 ``--per-face`` sampled poses and renders each (``trainer.profiling.turn``). Every rendering is written
 as ``OUT/<dataset folder>/<face>_<k>.jpg`` with a ``.mat`` in the AFLW2000-3D / 300W-LP layout, so
@@ -13,7 +13,8 @@ Choices:
 
 - Poses. Per face, ``--per-face`` target yaws are drawn one in each of as many equal strata of
   ``[-yaw-max, yaw-max]`` (so every face covers the whole range and the set's yaw histogram is flat),
-  pitch is the face's own plus a uniform offset in ``±pitch-max``, roll the face's own.
+  or, with ``--yaw-min``, of ``[-yaw-max, -yaw-min] ∪ [yaw-min, yaw-max]`` (large poses only, leaving
+  near-frontal faces to the photographs themselves), pitch is the face's own plus a uniform offset in ``±pitch-max``, roll the face's own.
 - Unseen texture. A head turned far from its photographed pose shows surfaces the photograph does not
   have. The face is mirrored first (image and landmarks, as a mirror augmentation) when that puts its
   yaw on the target's side, so it turns the shorter way, away from the side the photograph shows: the
@@ -83,21 +84,24 @@ SHEET_CROP = 128
 
 @dataclass(frozen=True)
 class ProfileSettings:
-    """What to generate: ``per_face`` turns per face, target yaw in ``±yaw_max_deg``, pitch offset in
-    ``±pitch_max_deg``, all randomness from ``seed``."""
+    """What to generate: ``per_face`` turns per face, target |yaw| in ``[yaw_min_deg, yaw_max_deg]`` on
+    either side, pitch offset in ``±pitch_max_deg``, all randomness from ``seed``."""
 
     per_face: int = 8
     yaw_max_deg: float = 90.0
     pitch_max_deg: float = 15.0
     seed: int = 0
+    yaw_min_deg: float = 0.0
 
 
 def draw_targets(rng: np.random.Generator, settings: ProfileSettings) -> np.ndarray:
     """``(per_face, 2)`` target yaw and pitch offset in degrees: one yaw uniform in each of ``per_face``
-    equal strata of ``[-yaw_max, yaw_max]``, the pitch offset uniform in ``±pitch_max``."""
+    equal strata of ``[-yaw_max, -yaw_min] ∪ [yaw_min, yaw_max]``, the pitch offset uniform in ``±pitch_max``."""
     n = settings.per_face
-    edges = np.linspace(-settings.yaw_max_deg, settings.yaw_max_deg, n + 1)
-    yaw = edges[:-1] + rng.random(n) * np.diff(edges)
+    width = settings.yaw_max_deg - settings.yaw_min_deg
+    edges = np.linspace(0.0, 2.0 * width, n + 1)
+    u = edges[:-1] + rng.random(n) * np.diff(edges)
+    yaw = np.where(u < width, u - settings.yaw_max_deg, u - width + settings.yaw_min_deg)
     pitch = rng.uniform(-settings.pitch_max_deg, settings.pitch_max_deg, n)
     return np.stack([yaw, pitch], -1)
 
@@ -268,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (an aflw2000-kind dataset)")
     parser.add_argument("--per-face", type=int, default=8, help="turned renderings per face")
     parser.add_argument("--yaw-max", type=float, default=90.0, help="target yaw range ±degrees")
+    parser.add_argument("--yaw-min", type=float, default=0.0,
+                        help="smallest target |yaw| in degrees (e.g. 45: large poses only)")
     parser.add_argument("--pitch-max", type=float, default=15.0, help="pitch offset range ±degrees")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pose draws")
     parser.add_argument("--limit", type=int, default=None, help="turn only the first N faces (quick runs)")
@@ -276,12 +282,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     bad_limit = args.limit is not None and args.limit < 1
     if args.per_face < 1 or not 0 < args.yaw_max <= 90 or args.pitch_max < 0 or bad_limit:
         parser.error("--per-face and --limit must be at least 1, --yaw-max in (0, 90], --pitch-max at least 0")
+    if not 0 <= args.yaw_min < args.yaw_max:
+        parser.error("--yaw-min must be at least 0 and below --yaw-max")
     try:
         for spec in args.data:
             parse_spec(spec)
     except ValueError as error:
         parser.error(str(error))
-    settings = ProfileSettings(args.per_face, args.yaw_max, args.pitch_max, args.seed)
+    settings = ProfileSettings(args.per_face, args.yaw_max, args.pitch_max, args.seed, args.yaw_min)
     start = time.perf_counter()
     run = profile_datasets(args.data, args.out, settings, args.limit)
     wall = time.perf_counter() - start

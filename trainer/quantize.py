@@ -7,7 +7,9 @@ with ONNX Runtime (``quant_pre_process``, then ``quantize_static`` calibrated on
 as ``mnn_*.int8.onnx`` with all the fp32 metadata plus ``precision=int8``. Then, on the CPU provider
 with the app's session options: latency at batch 1 (warm-up, then the median of ``--runs``, fp32
 and INT8 interleaved so that a busy CPU slows both alike) and pose MAE on the split's validation
-faces (never calibrated on), labelled as ``trainer.evaluate`` labels them. INT8 is chosen for a mode
+faces (never calibrated on), labelled as ``trainer.evaluate`` labels them; in full mode the pose is
+what the app reports there, the PnP pose of the OR's landmarks (``or.npz`` beside the fp32 models,
+fitted on fp32 outputs, runs on both). INT8 is chosen for a mode
 when it loses at most ``MAX_MAE_LOSS``° of mean MAE and is at least ``MIN_SPEEDUP``× faster.
 ``precision.json`` records the figures, the verdict and the fp32 file's size and SHA-256 (for
 ``PoseEstimator(precision="auto")``), and ``fp32_int8_angle_diff``, the mean |Δ| of the angles
@@ -55,7 +57,8 @@ from tqdm import tqdm
 from app.core import model_io
 from app.core.estimator import MODES, PoseEstimator
 from app.core.model_io import ModelError, ModelInfo
-from app.core.pipeline import crop_faces
+from app.core.pipeline import crop_faces, finish_full_mode
+from app.core.refiner import OR_FILE, OcclusionAwareRegressor
 from trainer.cli import report_error
 from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
@@ -237,9 +240,17 @@ def validation_faces(items: list, size: int, mean_face: np.ndarray) -> tuple[np.
     return np.stack(crops), np.stack(truths)
 
 
-def predict_angles(estimator: PoseEstimator, mode: str, crops: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` yaw, pitch, roll in degrees for ``crops``, one face per run as evaluation runs them."""
-    return np.stack([estimator.estimate(crop[None], mode).pose[0, :3] for crop in crops]).astype(np.float64)
+def predict_angles(estimator: PoseEstimator, mode: str, crops: np.ndarray,
+                   refiner: OcclusionAwareRegressor | None = None) -> np.ndarray:
+    """``(N, 3)`` yaw, pitch, roll in degrees for ``crops``, one face per run as evaluation runs them.
+
+    Full mode reports what the app reports: the pose of the final landmarks (``refiner``'s when given).
+    """
+    if mode != "full":
+        return np.stack([estimator.estimate(crop[None], mode).pose[0, :3] for crop in crops]).astype(np.float64)
+    info = estimator.info(mode)
+    return np.stack([finish_full_mode(None, estimator.estimate(crop[None], mode), info, refiner).pose[0, :3]
+                     for crop in crops]).astype(np.float64)
 
 
 def assess(models_dir: Path, out_dir: Path, mode: str, crops: np.ndarray, truths: np.ndarray,
@@ -249,7 +260,11 @@ def assess(models_dir: Path, out_dir: Path, mode: str, crops: np.ndarray, truths
     fp32 = PoseEstimator(models_dir, CPU, precision="fp32")
     int8 = PoseEstimator(out_dir, CPU, precision="int8")
     fp32_ms, int8_ms = latencies_ms([fp32, int8], mode, runs)
-    fp32_pred, int8_pred = predict_angles(fp32, mode, crops), predict_angles(int8, mode, crops)
+    refiner = None
+    if mode == "full" and (models_dir / OR_FILE).is_file():
+        refiner = OcclusionAwareRegressor.load(models_dir / OR_FILE)
+        refiner.check(fp32.info(mode))
+    fp32_pred, int8_pred = predict_angles(fp32, mode, crops, refiner), predict_angles(int8, mode, crops, refiner)
     fp32_mae, int8_mae = pose_mae(fp32_pred, truths)["mean"], pose_mae(int8_pred, truths)["mean"]
     speedup, loss = fp32_ms / int8_ms, int8_mae - fp32_mae
     return {

@@ -8,12 +8,14 @@ whoever wants to look (the viewer's display timer).
 
 Stages timed in ``FrameResult.timings_ms``: ``decode`` (added by ``FrameLoop``), ``detect``
 (detector and tracker), ``crop`` (warp and normalisation), ``infer`` (the ONNX run and mapping its
-outputs back to the frame), ``refine`` (full mode with a refiner only) and ``overlay`` (added by
-whoever draws).
+outputs back to the frame), ``refine`` (full mode only: the refiner, and the pose fitted to the final
+landmarks) and ``overlay`` (added by whoever draws).
 
 Full mode refines landmarks with the occlusion-aware regressor (``app.core.refiner``) whenever the
 models folder holds ``or.npz``: it is read on the first full-mode use, and a file that is truncated,
-of another version or trained for another model is a ``ModelError`` naming it.
+of another version or trained for another model is a ``ModelError`` naming it. Its pose is then the
+PnP pose of those landmarks (``app.core.landmark_pose``), not the network's ``fc_pose``, which
+pose-only mode reports.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import numpy as np
 from app.core import crop, model_io
 from app.core.detector import MIN_SCORE, create_detector
 from app.core.estimator import DEFAULT_MODELS_DIR, MODES, EstimatorOutput, PoseEstimator
+from app.core.landmark_pose import pose_of_landmarks
 from app.core.model_io import ModelInfo
 from app.core.refiner import OR_FILE, OcclusionAwareRegressor
 from app.core.smoothing import FaceSmoother
@@ -77,6 +80,15 @@ class FrameResult:
     """The label of the refiner that placed the landmarks (``"OR"``), or None (pose mode, or none in use)."""
     precision: str | None = None
     """``fp32`` or ``int8``: what the network ran at for this frame (None where no network ran)."""
+
+
+def finish_full_mode(batch: np.ndarray | None, out: EstimatorOutput, info: ModelInfo,
+                     refiner: Refiner | None) -> EstimatorOutput:
+    """Full mode after the network: the refiner's landmarks where there is one, then the pose fitted to the
+    final landmarks. The viewer, the headless command, evaluation and quantisation all finish this way."""
+    if refiner is not None:
+        out = refiner(batch, out, info)
+    return pose_of_landmarks(out, info)
 
 
 def check_frame(frame_bgr: np.ndarray) -> None:
@@ -247,9 +259,9 @@ class FacePipeline:
         out = self._estimator.run(batch, mode)
         timings["infer"] = _ms_since(start)
         refiner = self._full_mode_refiner(info) if mode == "full" else None
-        if refiner is not None and len(batch):
+        if mode == "full" and len(batch):
             start = time.perf_counter()
-            out = refiner(batch, out, info)
+            out = finish_full_mode(batch, out, info, refiner)
             timings["refine"] = _ms_since(start)
 
         start = time.perf_counter()

@@ -71,7 +71,9 @@ def fit_pose(points2d: np.ndarray, points3d: np.ndarray, weights: np.ndarray | N
     ``points2d`` may be in any unit (normalised crop coordinates for labels); the returned ``tz``
     and ``tx, ty`` are in that unit.
     Initialised from the least-squares affine camera made orthonormal (POSIT's scaled-orthographic
-    model), then refined by Gauss–Newton on the six parameters.
+    model), then refined by Gauss–Newton with analytic derivatives: a small rotation ``ω`` applied on
+    the left of ``R``, the scale ``1 / tz`` and ``(tx, ty)``. Cheap enough (well under a millisecond)
+    to run on every face in full mode.
     """
     x = np.asarray(points2d, dtype=np.float64)
     big_x = np.asarray(points3d, dtype=np.float64)
@@ -84,28 +86,38 @@ def fit_pose(points2d: np.ndarray, points3d: np.ndarray, weights: np.ndarray | N
     centre = np.average(x, 0, w)
     spread = float(np.sqrt(np.average(((x - centre) ** 2).sum(1), weights=w))) or 1.0
     x = (x - centre) / spread
-    pose = _affine_initial_pose(x, big_x, w)
-    sw = np.sqrt(w)[:, None]
+    rot, scale, shift = _affine_initial_camera(x, big_x, w)
+    sw = np.sqrt(w)[:, None, None]
+    jac = np.zeros((len(x), 2, 6))
+    jac[:, 0, 4] = jac[:, 1, 5] = 1.0
     for _ in range(iterations):
-        residual = ((project(pose, big_x) - x) * sw).ravel()
-        jac = np.empty((residual.size, 6))
-        for k in range(6):
-            step = np.zeros(6)
-            step[k] = 1e-6 * max(1.0, abs(pose[k]))
-            jac[:, k] = (((project(pose + step, big_x) - x) * sw).ravel() - residual) / step[k]
-        delta, *_ = np.linalg.lstsq(jac, -residual, rcond=None)
-        pose = pose + delta
-        pose[5] = max(pose[5], 1e-6)
-        if np.abs(delta).max() < 1e-7:
+        v = big_x @ rot.T
+        residual = scale * v[:, :2] + shift - x
+        # d(ω × v)/dω for the image rows: row 0 is (0, v2, −v1), row 1 is (−v2, 0, v0).
+        jac[:, 0, 1], jac[:, 0, 2] = scale * v[:, 2], -scale * v[:, 1]
+        jac[:, 1, 0], jac[:, 1, 2] = -scale * v[:, 2], scale * v[:, 0]
+        jac[:, :, 3] = v[:, :2]
+        j = (jac * sw).reshape(-1, 6)
+        delta = np.linalg.solve(j.T @ j, -j.T @ (residual[..., None] * sw).ravel())
+        rot = _small_rotation(delta[:3]) @ rot
+        scale, shift = max(scale + delta[3], 1e-6), shift + delta[4:]
+        if np.abs(delta).max() < 1e-9:
             break
-    pose[:3] = matrix_to_angles(rotation_matrix(pose))
-    pose[3:5] = centre + spread * pose[3:5]
-    pose[5] = pose[5] / spread
-    return pose
+    return np.concatenate([matrix_to_angles(rot), centre + spread * shift, [1.0 / (scale * spread)]])
 
 
-def _affine_initial_pose(x: np.ndarray, big_x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Scaled-orthographic pose from the weighted least-squares affine camera ``x ≈ A X + b``."""
+def _small_rotation(omega: np.ndarray) -> np.ndarray:
+    """The rotation by the vector ``omega`` (axis times angle, radians): Rodrigues' formula."""
+    angle = float(np.linalg.norm(omega))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = omega / angle
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * cross @ cross
+
+
+def _affine_initial_camera(x: np.ndarray, big_x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """Scaled-orthographic camera (rotation, scale, shift) from the weighted least-squares affine ``x ≈ A X + b``."""
     xc = x - np.average(x, 0, w)
     bc = big_x - np.average(big_x, 0, w)
     sw = np.sqrt(w)[:, None]
@@ -116,8 +128,8 @@ def _affine_initial_pose(x: np.ndarray, big_x: np.ndarray, w: np.ndarray) -> np.
     rot = u @ vt
     if np.linalg.det(rot) < 0:
         rot = u @ np.diag([1.0, 1.0, -1.0]) @ vt
-    t = np.average(x, 0, w) - scale * (rot @ np.average(big_x, 0, w))[:2]
-    return np.concatenate([matrix_to_angles(rot), t, [1.0 / scale]])
+    shift = np.average(x, 0, w) - scale * (rot @ np.average(big_x, 0, w))[:2]
+    return rot, float(scale), shift
 
 
 def axes_endpoints(angles_deg: np.ndarray, centre: np.ndarray, length: float) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Per-face 3D fit for profiling: the pose of a photographed face and a 3D shape that projects onto its landmarks.
 
-The pose is the training labels' PnP (``trainer.pose_labels.pose_from_landmarks``: weak perspective,
+The pose is the training labels' PnP (``app.core.landmark_pose.pose_from_landmarks``: weak perspective,
 the model's mean face, inner points 17–67). The shape is the mean face moved, point by point, the
 least distance that makes it project onto the annotated landmarks: each point keeps the mean face's
 depth along the camera's viewing direction and takes its image-plane position from the annotation.
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.core.landmark_pose import pose_from_landmarks
 from app.core.pose import rotation_matrix
-from trainer.pose_labels import pose_from_landmarks
 
 REGULARISATION = 1e-3
 """``λ`` relative to the image-plane term: the fitted points miss the annotation by this fraction of
