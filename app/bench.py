@@ -5,9 +5,9 @@ frame (without writing it anywhere), and reports frames per second end to end an
 milliseconds of each stage: decode, detect, crop, infer, refine (full mode: the occlusion-aware
 regressor, ``or.npz``), overlay. ``refine_ms_per_face`` is the refine time summed over the measured
 frames divided by the faces they held: the cost per face of the OR and of the pose fitted to its
-landmarks (`app.core.landmark_pose`). The first ``--warmup`` frames
-(graph start-up, first allocations) are processed but not measured; model loading is never
-measured. Speed is measured here, never by timed tests.
+landmarks (``app.core.landmark_pose``). The first ``--warmup`` frames (graph start-up, first
+allocations) are processed but not measured; model loading is never measured. Speed is measured
+here, never by timed tests.
 
 Exit codes as for ``run_app.py process``: 2 bad arguments or missing file, 3 unreadable video,
 4 model missing or invalid.

@@ -22,8 +22,8 @@ MEAN_FACE = build_mean_face()
 TRUE_POSES = np.array([[0.4, -0.2, 0.1, 0.05, -0.03, 1.4], [-0.9, 0.3, -0.25, -0.1, 0.08, 1.8]])
 
 
-def _info(landmarks: int = 68) -> ModelInfo:
-    return ModelInfo(path=Path("mnn_full.onnx"), variant="full", input_size=SIZE, landmarks=landmarks,
+def _info() -> ModelInfo:
+    return ModelInfo(path=Path("mnn_full.onnx"), variant="full", input_size=SIZE, landmarks=68,
                      mean=np.zeros(3, np.float32), std=np.ones(3, np.float32), mean_face=MEAN_FACE)
 
 

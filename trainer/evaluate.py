@@ -68,7 +68,7 @@ def _occluded_copy(sample: FaceSample, size: int, mean_face: np.ndarray, index: 
     return crop.image, crop.mask, crop.visibility
 
 
-def _refiner(estimator: PoseEstimator, info: ModelInfo) -> OcclusionAwareRegressor | None:
+def refiner_beside(estimator: PoseEstimator, info: ModelInfo) -> OcclusionAwareRegressor | None:
     """The occlusion-aware regressor beside the models, checked against the full model, or None without one."""
     path = estimator.models_dir / OR_FILE
     if not path.is_file():
@@ -84,7 +84,7 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
     dataset = open_dataset(spec)
     info = estimator.info(mode)
     size, mean_face = info.input_size, info.mean_face
-    refiner = _refiner(estimator, info) if mode == "full" else None
+    refiner = refiner_beside(estimator, info) if mode == "full" else None
     detector = None
     pred_pose, network_pose, true_pose = [], [], []
     nme: dict[str, list[float]] = {"inter_ocular": [], "inter_pupil": [], "box_height": []}
@@ -136,7 +136,6 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
     if mode == "full":
         result["pose_source"] = "PnP of the final landmarks (app.core.landmark_pose)"
         result["mae_fc_pose"] = pose_mae(np.array(network_pose), np.array(true_pose)) if true_pose else None
-    if mode == "full":
         result["nme"] = {k: float(np.mean(v)) for k, v in nme.items()} if nme["inter_ocular"] else None
         result["nme_or"] = {k: float(np.mean(v)) for k, v in nme_or.items()} if nme_or["inter_ocular"] else None
         result["refiner"] = None if refiner is None else OR_FILE

@@ -14,7 +14,8 @@ Choices:
 - Poses. Per face, ``--per-face`` target yaws are drawn one in each of as many equal strata of
   ``[-yaw-max, yaw-max]`` (so every face covers the whole range and the set's yaw histogram is flat),
   or, with ``--yaw-min``, of ``[-yaw-max, -yaw-min] ∪ [yaw-min, yaw-max]`` (large poses only, leaving
-  near-frontal faces to the photographs themselves), pitch is the face's own plus a uniform offset in ``±pitch-max``, roll the face's own.
+  near-frontal faces to the photographs themselves); pitch is the face's own plus a uniform offset in
+  ``±pitch-max``, roll the face's own.
 - Unseen texture. A head turned far from its photographed pose shows surfaces the photograph does not
   have. The face is mirrored first (image and landmarks, as a mirror augmentation) when that puts its
   yaw on the target's side, so it turns the shorter way, away from the side the photograph shows: the

@@ -58,11 +58,11 @@ from app.core import model_io
 from app.core.estimator import MODES, PoseEstimator
 from app.core.model_io import ModelError, ModelInfo
 from app.core.pipeline import crop_faces, finish_full_mode
-from app.core.refiner import OR_FILE, OcclusionAwareRegressor
+from app.core.refiner import OcclusionAwareRegressor
 from trainer.cli import report_error
 from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
-from trainer.evaluate import truth_pose
+from trainer.evaluate import refiner_beside, truth_pose
 from trainer.metrics import pose_mae
 from trainer.train import split_items
 
@@ -246,11 +246,13 @@ def predict_angles(estimator: PoseEstimator, mode: str, crops: np.ndarray,
 
     Full mode reports what the app reports: the pose of the final landmarks (``refiner``'s when given).
     """
-    if mode != "full":
-        return np.stack([estimator.estimate(crop[None], mode).pose[0, :3] for crop in crops]).astype(np.float64)
     info = estimator.info(mode)
-    return np.stack([finish_full_mode(None, estimator.estimate(crop[None], mode), info, refiner).pose[0, :3]
-                     for crop in crops]).astype(np.float64)
+
+    def angles(crop: np.ndarray) -> np.ndarray:
+        out = estimator.estimate(crop[None], mode)
+        return (finish_full_mode(None, out, info, refiner) if mode == "full" else out).pose[0, :3]
+
+    return np.stack([angles(crop) for crop in crops]).astype(np.float64)
 
 
 def assess(models_dir: Path, out_dir: Path, mode: str, crops: np.ndarray, truths: np.ndarray,
@@ -260,10 +262,7 @@ def assess(models_dir: Path, out_dir: Path, mode: str, crops: np.ndarray, truths
     fp32 = PoseEstimator(models_dir, CPU, precision="fp32")
     int8 = PoseEstimator(out_dir, CPU, precision="int8")
     fp32_ms, int8_ms = latencies_ms([fp32, int8], mode, runs)
-    refiner = None
-    if mode == "full" and (models_dir / OR_FILE).is_file():
-        refiner = OcclusionAwareRegressor.load(models_dir / OR_FILE)
-        refiner.check(fp32.info(mode))
+    refiner = refiner_beside(fp32, fp32.info(mode)) if mode == "full" else None
     fp32_pred, int8_pred = predict_angles(fp32, mode, crops, refiner), predict_angles(int8, mode, crops, refiner)
     fp32_mae, int8_mae = pose_mae(fp32_pred, truths)["mean"], pose_mae(int8_pred, truths)["mean"]
     speedup, loss = fp32_ms / int8_ms, int8_mae - fp32_mae

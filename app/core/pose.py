@@ -72,8 +72,8 @@ def fit_pose(points2d: np.ndarray, points3d: np.ndarray, weights: np.ndarray | N
     and ``tx, ty`` are in that unit.
     Initialised from the least-squares affine camera made orthonormal (POSIT's scaled-orthographic
     model), then refined by Gauss–Newton with analytic derivatives: a small rotation ``ω`` applied on
-    the left of ``R``, the scale ``1 / tz`` and ``(tx, ty)``. Cheap enough (well under a millisecond)
-    to run on every face in full mode.
+    the left of ``R``, the scale ``1 / tz`` and ``(tx, ty)``. Cheap enough (about 1.5 ms for 51 points
+    on a busy core of the 2-core CPU) to run on every face in full mode.
     """
     x = np.asarray(points2d, dtype=np.float64)
     big_x = np.asarray(points3d, dtype=np.float64)
