@@ -14,7 +14,7 @@ from app.core import refiner as orr
 from tests.conftest import require_shared
 from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
 from trainer.mean_face import build_mean_face
-from trainer.or_fit import CascadeConfig, TrainingSet, fit_cascade, quantise_heatmaps
+from trainer.or_fit import CascadeConfig, TrainingSet, fit_cascade, quantise_heatmaps, shape_basis
 
 SMALL = ["--copies", "2", "--stages", "2", "--trees-per-landmark", "1", "--depth", "2"]
 
@@ -43,6 +43,31 @@ def test_fitting_is_deterministic_for_a_fixed_seed():
     assert all(np.array_equal(first[k], second[k]) for k in first)
     assert not np.array_equal(first["offsets"], other["offsets"])
     assert not np.array_equal(first["leaves"], other["leaves"])
+
+
+def test_a_lower_shape_energy_keeps_fewer_components_that_still_hold_that_energy():
+    mean_face = build_mean_face(require_shared("mean_face", "bfm68.txt"))
+    mean_shape = orr.mean_shape_of(mean_face)
+    rng = np.random.default_rng(0)
+    displacements = rng.normal(0, 1, (200, 2 * LANDMARKS)) * np.geomspace(1, 0.01, 2 * LANDMARKS)
+    counts = {}
+    for energy in (0.8, 0.95, 1.0):
+        basis, sigma = shape_basis(displacements, energy, mean_shape)
+        assert np.allclose(basis @ basis.T, np.eye(len(basis)), atol=1e-9)
+        rest = displacements - (displacements @ basis[:4].T) @ basis[:4]
+        kept = ((rest @ basis[4:].T) ** 2).sum() / (rest ** 2).sum()
+        assert kept >= energy - 1e-9
+        counts[energy] = len(basis) - 4
+    assert counts[0.8] < counts[0.95] < counts[1.0]
+
+
+def test_train_or_refuses_a_shape_energy_outside_zero_to_one(random_models, tmp_path):
+    afw = require_shared("300w", "afw")
+    for energy in ("0", "1.5"):
+        result = _run("-m", "trainer.train_or", "--model", str(random_models), "--data", f"300w:{afw}",
+                      "--limit", "4", "--shape-energy", energy, "--out", str(tmp_path / "or.npz"))
+        assert result.returncode == 2
+        assert "--shape-energy" in result.stderr and not (tmp_path / "or.npz").exists()
 
 
 @pytest.fixture(scope="module")

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH",
                         help="training dataset; repeat (afw and helen_train, never evaluation data)")
     parser.add_argument("--out", type=Path, default=None, help="where to write or.npz (default MODEL/or.npz)")
-    parser.add_argument("--copies", type=int, default=2, help="crops per face: the plain one and COPIES-1 augmented")
+    parser.add_argument("--copies", type=int, default=3, help="crops per face: the plain one and COPIES-1 augmented")
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmentation, the split and the trees")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N faces of each dataset")
     parser.add_argument("--val-fraction", type=float, default=0.1,
@@ -168,16 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trees-per-landmark", type=int, default=defaults.trees_per_landmark)
     parser.add_argument("--depth", type=int, default=defaults.depth)
     parser.add_argument("--shrinkage", type=float, default=defaults.shrinkage)
+    parser.add_argument("--shape-energy", type=float, default=defaults.shape_energy,
+                        help="fraction of the non-rigid displacement energy the shape models keep, in (0, 1]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.copies < 1 or args.stages < 1 or args.trees_per_landmark < 1 or args.depth < 1 \
-            or not 0.0 <= args.val_fraction < 1.0 or (args.limit is not None and args.limit < 1):
-        print("error: --copies, --stages, --trees-per-landmark, --depth and --limit must be at least 1 and "
-              "--val-fraction in [0, 1)", file=sys.stderr)
+            or not 0.0 <= args.val_fraction < 1.0 or (args.limit is not None and args.limit < 1) \
+            or not 0.0 < args.shape_energy <= 1.0:
+        print("error: --copies, --stages, --trees-per-landmark, --depth and --limit must be at least 1, "
+              "--val-fraction in [0, 1) and --shape-energy in (0, 1]", file=sys.stderr)
         return 2
     out_path = args.out if args.out is not None else args.model / orr.OR_FILE
     config = CascadeConfig(stages=args.stages, trees_per_landmark=args.trees_per_landmark, depth=args.depth,
-                           shrinkage=args.shrinkage)
+                           shrinkage=args.shrinkage, shape_energy=args.shape_energy)
     try:
         datasets = [open_dataset(spec) for spec in args.data]
         with PoseEstimator(args.model, precision="fp32") as estimator:
