@@ -61,6 +61,21 @@ def test_a_lower_shape_energy_keeps_fewer_components_that_still_hold_that_energy
     assert counts[0.8] < counts[0.95] < counts[1.0]
 
 
+def test_the_shape_model_keeps_its_minimum_of_components_when_one_mode_holds_the_energy():
+    mean_face = build_mean_face(require_shared("mean_face", "bfm68.txt"))
+    mean_shape = orr.mean_shape_of(mean_face)
+    rng = np.random.default_rng(1)
+    dominant = rng.normal(0, 1, 2 * LANDMARKS)
+    displacements = np.outer(rng.normal(0, 10, 200), dominant) + rng.normal(0, 0.1, (200, 2 * LANDMARKS))
+    assert len(shape_basis(displacements, 0.95, mean_shape)[0]) - 4 < 3
+    basis, sigma = shape_basis(displacements, 0.95, mean_shape, minimum=20)
+    assert len(basis) - 4 == 20 and len(sigma) == len(basis)
+    assert np.allclose(basis @ basis.T, np.eye(len(basis)), atol=1e-9)
+    rank_two = np.outer(rng.normal(0, 1, 200), dominant) + np.outer(rng.normal(0, 1, 200), rng.normal(0, 1, 2 * LANDMARKS))
+    basis, _ = shape_basis(rank_two, 0.95, mean_shape, minimum=20)
+    assert len(basis) - 4 <= 2 and np.allclose(basis @ basis.T, np.eye(len(basis)), atol=1e-9)
+
+
 def test_train_or_refuses_a_shape_energy_outside_zero_to_one(random_models, tmp_path):
     afw = require_shared("300w", "afw")
     for energy in ("0", "1.5"):

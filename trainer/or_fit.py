@@ -52,7 +52,7 @@ class CascadeConfig:
     scored on its 121 validation faces, unseen by the network and the OR alike (NME inter-ocular; MAE
     of the full-mode pose): 0.99 kept 48 components, 4.81% and 2.58°; 0.97, 4.60% and 2.53°; 0.95
     (20 components), 4.56% and 2.47°; 0.90, 4.57% and 2.48°; 0.85, 4.52% and 2.51°. A tighter shape
-    model follows the noisy heatmap peaks less.
+    model follows the noisy heatmap peaks less, but too few components cannot follow the face.
     """
 
     stages: int = 10
@@ -66,6 +66,11 @@ class CascadeConfig:
     leaf_prior: float = 1.0
     shape_energy: float = 0.95
     """Fraction of the non-rigid displacement energy (after the similarity modes) the shape model keeps."""
+    min_shape_components: int = 20
+    """The fewest non-rigid components either shape model keeps, whatever ``shape_energy`` says. One
+    dominant displacement mode can reach the energy in a handful: 0.95 kept 6 and 5 for an epoch-29
+    model, and its OR was worse than the network alone (6.12% against 6.05% NME on ``train_or``'s
+    held-out faces). The epoch-26 model's 0.95 kept 20 and 27."""
     peak_outlier: float = 0.1
     """Stage 0 leaves out peaks farther than this from its first fit (mean-shape units; about 3 px at 128)."""
     shape_clamp: float = 3.0
@@ -120,16 +125,20 @@ def similarity_modes(mean_shape: np.ndarray) -> np.ndarray:
     return np.linalg.qr(modes.T)[0].T
 
 
-def shape_basis(displacements: np.ndarray, energy: float, mean_shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def shape_basis(displacements: np.ndarray, energy: float, mean_shape: np.ndarray,
+                minimum: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The similarity modes of ``mean_shape`` then the uncentred PCA of what they leave of ``displacements``
-    ``(M, 2L)`` (``energy`` of it kept): orthonormal rows ``(K, 2L)`` and each row's coefficient RMS ``(K,)``."""
+    ``(M, 2L)`` (``energy`` of it kept, and at least ``minimum`` components where the displacements span that many):
+    orthonormal rows ``(K, 2L)`` and each row's coefficient RMS ``(K,)``."""
     if len(displacements) < 2:
         raise ValueError("the OR's shape basis needs at least two fully annotated training faces")
     rigid = similarity_modes(mean_shape)
     rest = displacements - (displacements @ rigid.T) @ rigid
     _, singular, rows = np.linalg.svd(rest, full_matrices=False)
     power = singular ** 2
-    keep = min(int(np.searchsorted(np.cumsum(power) / max(power.sum(), 1e-300), energy) + 1), len(power))
+    rank = int((singular > singular[0] * 1e-8).sum()) if len(singular) else 0  # beyond it, SVD rows are arbitrary
+    keep = min(max(int(np.searchsorted(np.cumsum(power) / max(power.sum(), 1e-300), energy) + 1), min(minimum, rank)),
+               len(power))
     basis = np.concatenate([rigid, rows[:keep]])
     rms = np.sqrt(((displacements @ basis.T) ** 2).mean(0))
     return basis, np.maximum(rms, 1e-9)
@@ -156,7 +165,7 @@ def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig 
 
     complete = np.asarray(data.weights, dtype=bool).all(1)
     displacement0 = orr.apply_linear(inverse0, truth - initial).reshape(n, -1)
-    basis, sigma = shape_basis(displacement0[complete], config.shape_energy, mean_shape)
+    basis, sigma = shape_basis(displacement0[complete], config.shape_energy, mean_shape, config.min_shape_components)
     limits = config.shape_clamp * sigma
     log.info("OR shape model: 4 similarity + %d non-rigid components (%.1f%% of the non-rigid energy)",
              len(basis) - 4, 100 * config.shape_energy)
@@ -178,7 +187,7 @@ def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig 
     stage0 = shapes
     forward_a, inverse_a = orr.similarity(stage0, mean_shape)
     refine_basis, refine_sigma = shape_basis(orr.apply_linear(inverse_a, truth - stage0).reshape(n, -1)[complete],
-                                             config.shape_energy, mean_shape)
+                                             config.shape_energy, mean_shape, config.min_shape_components)
     refine_limits = config.shape_clamp * refine_sigma
     log.info("OR stage 0 (fit to the heatmap peaks): mean training error %.2f px (x0: %.2f px, peaks: %.2f px)",
              _mean_error(shapes, truth, data.weights), _mean_error(initial, truth, data.weights),

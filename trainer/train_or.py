@@ -170,17 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shrinkage", type=float, default=defaults.shrinkage)
     parser.add_argument("--shape-energy", type=float, default=defaults.shape_energy,
                         help="fraction of the non-rigid displacement energy the shape models keep, in (0, 1]")
+    parser.add_argument("--min-shape-components", type=int, default=defaults.min_shape_components,
+                        help="the fewest non-rigid shape components kept, whatever --shape-energy says")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.copies < 1 or args.stages < 1 or args.trees_per_landmark < 1 or args.depth < 1 \
             or not 0.0 <= args.val_fraction < 1.0 or (args.limit is not None and args.limit < 1) \
-            or not 0.0 < args.shape_energy <= 1.0:
+            or not 0.0 < args.shape_energy <= 1.0 or args.min_shape_components < 0:
         print("error: --copies, --stages, --trees-per-landmark, --depth and --limit must be at least 1, "
-              "--val-fraction in [0, 1) and --shape-energy in (0, 1]", file=sys.stderr)
+              "--val-fraction in [0, 1), --shape-energy in (0, 1] and --min-shape-components at least 0", file=sys.stderr)
         return 2
     out_path = args.out if args.out is not None else args.model / orr.OR_FILE
     config = CascadeConfig(stages=args.stages, trees_per_landmark=args.trees_per_landmark, depth=args.depth,
-                           shrinkage=args.shrinkage, shape_energy=args.shape_energy)
+                           shrinkage=args.shrinkage, shape_energy=args.shape_energy,
+                           min_shape_components=args.min_shape_components)
     try:
         datasets = [open_dataset(spec) for spec in args.data]
         with PoseEstimator(args.model, precision="fp32") as estimator:
