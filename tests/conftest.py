@@ -11,13 +11,14 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def require_shared(*parts: str) -> Path:
-    """Path under ``../shared/data``; skips the test where it is absent, fails under ``CI=true``."""
+    """Path under ``../shared/data``; skips the test (or, called at import, the module) where it is absent,
+    fails under ``CI=true``."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
         message = f"{path} is absent (the shared data folder beside the project)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(message, allow_module_level=True)
     return path
 
 

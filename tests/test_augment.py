@@ -25,7 +25,7 @@ from trainer.landmark_layouts import IBUG68
 from trainer.mean_face import build_mean_face
 
 SIZE = 128
-MEAN_FACE = build_mean_face()
+MEAN_FACE = build_mean_face(require_shared("mean_face", "bfm68.txt"))
 POSE = np.array([0.35, -0.15, 0.2, 0.0, 0.0, 1 / 90])  # yaw, pitch, roll (rad); 90 px per mean-face unit
 
 

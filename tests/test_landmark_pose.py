@@ -18,7 +18,7 @@ from tests.model_fixtures import random_models  # noqa: F401  (fixture)
 from trainer.mean_face import build_mean_face
 
 SIZE = 128
-MEAN_FACE = build_mean_face()
+MEAN_FACE = build_mean_face(require_shared("mean_face", "bfm68.txt"))
 TRUE_POSES = np.array([[0.4, -0.2, 0.1, 0.05, -0.03, 1.4], [-0.9, 0.3, -0.25, -0.1, 0.08, 1.8]])
 
 

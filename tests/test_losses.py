@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from app.core.pose import project
+from tests.conftest import require_shared
 from trainer.losses import loss_heatmap, loss_pose, loss_pose_proj, loss_visibility, target_heatmaps
 from trainer.mean_face import build_mean_face
 from trainer.mnn import MNN
 
-MEAN_FACE = torch.tensor(build_mean_face(), dtype=torch.float64)
+MEAN_FACE = torch.tensor(build_mean_face(require_shared("mean_face", "bfm68.txt")), dtype=torch.float64)
 POSE = torch.tensor([[0.3, -0.1, 0.2, 0.05, -0.02, 1.5], [-0.6, 0.2, -0.1, -0.1, 0.1, 1.8]], dtype=torch.float64)
 SIZE, SIGMA = 32, 1.0
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from app.core.landmark_pose import pnp_weights
 from app.core.pose import fit_pose, project, rotation_matrix
 from tests.conftest import require_shared
 from trainer.augment import make_crop
@@ -15,13 +16,12 @@ from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
 from trainer.landmark_layouts import IBUG68
 from trainer.mean_face import build_mean_face
-from app.core.landmark_pose import pnp_weights
 from trainer.profile import FaceProfiler, ProfileSettings, draw_targets, main, mirror_face, profile_datasets
 from trainer.profiling.fit import fit_face
 from trainer.profiling.mesh import LANDMARKS, head_mesh, head_topology
 from trainer.profiling.turn import render_head, turn_face
 
-MEAN_FACE = build_mean_face()
+MEAN_FACE = build_mean_face(require_shared("mean_face", "bfm68.txt"))
 TOPOLOGY = head_topology(MEAN_FACE)
 FRONTAL = "1051618982_1"
 """An afw face photographed nearly frontal (fitted yaw 2°, pitch 6°)."""
