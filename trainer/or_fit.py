@@ -136,9 +136,9 @@ def shape_basis(displacements: np.ndarray, energy: float, mean_shape: np.ndarray
     rest = displacements - (displacements @ rigid.T) @ rigid
     _, singular, rows = np.linalg.svd(rest, full_matrices=False)
     power = singular ** 2
+    for_energy = min(int(np.searchsorted(np.cumsum(power) / max(power.sum(), 1e-300), energy) + 1), len(power))
     rank = int((singular > singular[0] * 1e-8).sum()) if len(singular) else 0  # beyond it, SVD rows are arbitrary
-    keep = min(max(int(np.searchsorted(np.cumsum(power) / max(power.sum(), 1e-300), energy) + 1), min(minimum, rank)),
-               len(power))
+    keep = max(for_energy, min(minimum, rank))
     basis = np.concatenate([rigid, rows[:keep]])
     rms = np.sqrt(((displacements @ basis.T) ** 2).mean(0))
     return basis, np.maximum(rms, 1e-9)
@@ -167,8 +167,8 @@ def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig 
     displacement0 = orr.apply_linear(inverse0, truth - initial).reshape(n, -1)
     basis, sigma = shape_basis(displacement0[complete], config.shape_energy, mean_shape, config.min_shape_components)
     limits = config.shape_clamp * sigma
-    log.info("OR shape model: 4 similarity + %d non-rigid components (%.1f%% of the non-rigid energy)",
-             len(basis) - 4, 100 * config.shape_energy)
+    log.info("OR shape model: 4 similarity + %d non-rigid components (%.1f%% of the non-rigid energy, at least %d)",
+             len(basis) - 4, 100 * config.shape_energy, config.min_shape_components)
 
     trees = count * config.trees_per_landmark
     nodes, leaf_count = 2 ** config.depth - 1, 2 ** config.depth

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 TZ_MIN = 0.05
@@ -99,21 +100,11 @@ def fit_pose(points2d: np.ndarray, points3d: np.ndarray, weights: np.ndarray | N
         jac[:, :, 3] = v[:, :2]
         j = (jac * sw).reshape(-1, 6)
         delta = np.linalg.solve(j.T @ j, -j.T @ (residual[..., None] * sw).ravel())
-        rot = _small_rotation(delta[:3]) @ rot
+        rot = cv2.Rodrigues(delta[:3])[0] @ rot
         scale, shift = max(scale + delta[3], 1e-6), shift + delta[4:]
         if np.abs(delta).max() < 1e-9:
             break
     return np.concatenate([matrix_to_angles(rot), centre + spread * shift, [1.0 / (scale * spread)]])
-
-
-def _small_rotation(omega: np.ndarray) -> np.ndarray:
-    """The rotation by the vector ``omega`` (axis times angle, radians): Rodrigues' formula."""
-    angle = float(np.linalg.norm(omega))
-    if angle < 1e-12:
-        return np.eye(3)
-    k = omega / angle
-    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * cross @ cross
 
 
 def _affine_initial_camera(x: np.ndarray, big_x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
