@@ -94,6 +94,29 @@ def test_a_run_resumed_past_its_anneal_returns_to_the_plateau_rate(trained_run: 
     assert [float(r["lr"]) for r in _log(copy)[1:]] == pytest.approx([1e-3, annealed_lr(1e-3, 1e-5, 2, 3, 1), 1e-3])
 
 
+def test_anneal_from_starts_a_resumed_runs_cosine_below_the_plateau_rate(trained_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "settled"
+    result = _resume(trained_run, copy, "--epochs", "3", "--anneal-epochs", "2", "--anneal-from", "2e-4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [float(r["lr"]) for r in _log(copy)[2:]] == pytest.approx([annealed_lr(2e-4, 1e-5, e, 4, 2) for e in (2, 3)])
+
+
+def test_anneal_from_refuses_a_rate_that_is_not_positive(trained_run: Path, tmp_path: Path) -> None:
+    result = _resume(trained_run, tmp_path / "refused", "--epochs", "2", "--anneal-epochs", "1", "--anneal-from", "0")
+    assert result.returncode == 2
+    assert "--anneal-from" in result.stderr
+
+
+def test_a_resumed_run_keeps_its_phase_one_length_without_repeating_the_flag(trained_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "kept"
+    copy.mkdir()
+    (copy / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
+    afw = require_shared("300w", "afw")
+    result = _run("-m", "trainer.train", "--data", f"300w:{afw}", "--out", str(copy), "--resume", "--epochs", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [(int(r["epoch"]), int(r["phase"])) for r in _log(copy)] == [(0, 1), (1, 2), (2, 2)]
+
+
 def test_exported_run_evaluates_on_helen_test_through_the_app_runtime(trained_run: Path, tmp_path: Path) -> None:
     helen_test = require_shared("300w", "helen_test")
     models = tmp_path / "models"

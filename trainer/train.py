@@ -4,7 +4,9 @@ Phase 1 minimises the heatmap loss alone; phase 2 all four losses of eq. 5, with
 (lr 1e-3) halved whenever the validation loss has not improved for 15 epochs; ``--anneal-epochs N``
 instead takes the rate down a half cosine to ``--lr-floor`` over the run's last N epochs, which settles
 the weights where a constant rate leaves held-out error swinging from epoch to epoch. A run resumed
-with more epochs goes back to the plateau rate (kept in the checkpoint) until its next anneal. The
+with more epochs goes back to the plateau rate (kept in the checkpoint) until its next anneal;
+``--anneal-from`` starts a resumed run's cosine lower than that rate, to settle a trained model
+further without first knocking it out of its basin. The
 data are shuffled once (seeded) and split 90/10 into train and validation. Every epoch replaces ``OUT/checkpoint.pt``
 (everything ``--resume`` needs) and, when validation improves, ``OUT/best.pt`` (what export takes),
 rewrites ``OUT/log.csv`` and redraws ``OUT/losses.png``.
@@ -212,6 +214,8 @@ def annealed_lr(base: float, floor: float, epoch: int, total_epochs: int, anneal
 
 def train(args: argparse.Namespace) -> Path:
     """Run (or resume) training as ``args`` say; returns the checkpoint path."""
+    if args.anneal_from is not None and not args.anneal_from > 0:
+        raise ValueError(f"--anneal-from must be a positive rate, got {args.anneal_from}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
@@ -220,7 +224,7 @@ def train(args: argparse.Namespace) -> Path:
         log.info("no checkpoint in %s: starting afresh", out)
     if state is not None:
         saved = state["args"]
-        for key in ("input_size", "seed", "limit", "batch_size", "lr"):
+        for key in ("input_size", "seed", "limit", "batch_size", "lr", "pretrain_epochs"):
             setattr(args, key, saved[key])
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
@@ -267,7 +271,8 @@ def train(args: argparse.Namespace) -> Path:
         if phase == 2 and epoch == args.pretrain_epochs and epoch > 0:
             optimizer, scheduler = make_optimizer(model, args.lr)
             best, plateau_lr = float("inf"), args.lr
-        annealed = (annealed_lr(plateau_lr, args.lr_floor, epoch, total_epochs, args.anneal_epochs)
+        anneal_base = plateau_lr if args.anneal_from is None else args.anneal_from
+        annealed = (annealed_lr(anneal_base, args.lr_floor, epoch, total_epochs, args.anneal_epochs)
                     if phase == 2 else None)
         for group in optimizer.param_groups:
             group["lr"] = plateau_lr if annealed is None else annealed
@@ -314,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="phase-2 epochs at the end whose rate falls along a cosine to --lr-floor "
                              "(0: plateau halving only)")
     parser.add_argument("--lr-floor", type=float, default=1e-5, help="the rate at the end of --anneal-epochs")
+    parser.add_argument("--anneal-from", type=float, default=None,
+                        help="the rate the cosine of --anneal-epochs starts from (default: the plateau rate)")
     parser.add_argument("--loss-weights", type=float, nargs=4, default=list(asdict(LossWeights()).values()),
                         metavar=("POSE", "POSE_PROJ", "HEATMAP", "VISIBILITY"), help="α of eq. 5")
     parser.add_argument("--synthetic", action="append", metavar="KIND:PATH",
