@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import require_shared
 from trainer.train import annealed_lr
@@ -156,6 +157,27 @@ def test_synthetic_faces_join_training_at_the_given_ratio_drawn_afresh_each_epoc
     assert data.items[10:] != first
     data.set_epoch(0)
     assert data.items[10:] == first
+
+
+def test_synthetic_faces_take_their_own_crop_jitter_and_originals_keep_theirs() -> None:
+    from trainer.augment import AugmentConfig
+    from trainer.datasets.registry import open_dataset
+    from trainer.mean_face import build_mean_face
+    from trainer.train import CropDataset
+
+    afw = open_dataset(f"300w:{require_shared('300w', 'afw')}")
+    still = AugmentConfig(rotation_deg=0, scale=0, translation=0, mirror=0, hsv_low=1, hsv_high=1, occlusion=0)
+    shifted = AugmentConfig(rotation_deg=0, scale=0, translation=0.3, mirror=0, hsv_low=1, hsv_high=1, occlusion=0)
+    faces = [(afw, i) for i in range(4)]
+    data = CropDataset(faces, 64, build_mean_face(), (0.5,) * 3, (0.25,) * 3, still, 0, faces, 1.0, shifted)
+    plain = CropDataset(faces, 64, build_mean_face(), (0.5,) * 3, (0.25,) * 3, None, 0)
+    for i in range(4):
+        assert torch.equal(data[i]["image"], plain[i]["image"])
+    moves = []
+    for i in range(4, 8):
+        source = faces.index(data.items[i])
+        moves.append(float((data[i]["landmarks_px"] - plain[source]["landmarks_px"]).abs().max()))
+    assert min(moves) > 0.5 and max(moves) <= 0.3 * 64 + 1e-3  # shifts are per axis, in crop pixels
 
 
 def test_synthetic_faces_rendered_from_validation_faces_are_left_out_of_training():

@@ -13,7 +13,9 @@ rewrites ``OUT/log.csv`` and redraws ``OUT/losses.png``.
 
 ``--synthetic`` adds generated faces (e.g. ``trainer.profile``'s turned heads) to the training side
 only: each epoch draws ``--synthetic-ratio`` synthetic faces per original training face, afresh.
-Validation stays on the originals so that its loss is comparable with and without them.
+``--synthetic-translation`` and ``--synthetic-scale`` widen the crop jitter of those faces alone: the
+app's detector box on a real profile can sit a fifth of a crop off the face, and renders, whose
+detector box matches their landmark box, never show that. Validation stays on the originals so that its loss is comparable with and without them.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import csv
 import logging
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +53,15 @@ class CropDataset(Dataset):
     """Network-ready crops of faces from several datasets; augmented (seeded per epoch and item) or plain.
 
     ``synthetic`` faces join the ``items`` each epoch, ``synthetic_ratio`` of them per item, drawn
-    afresh (seeded) by ``set_epoch``.
+    afresh (seeded) by ``set_epoch``; they are augmented with ``synthetic_augment`` when given.
     """
 
     def __init__(self, items: list[tuple[FaceDataset, int]], size: int, mean_face: np.ndarray,
                  mean: tuple[float, ...], std: tuple[float, ...], augment: AugmentConfig | None, seed: int,
-                 synthetic: list[tuple[FaceDataset, int]] | None = None, synthetic_ratio: float = 0.0) -> None:
+                 synthetic: list[tuple[FaceDataset, int]] | None = None, synthetic_ratio: float = 0.0,
+                 synthetic_augment: AugmentConfig | None = None) -> None:
         self.base, self.synthetic = items, synthetic or []
+        self.synthetic_augment = synthetic_augment
         self.extra = round(synthetic_ratio * len(items)) if self.synthetic else 0
         self.size, self.mean_face = size, mean_face
         self.mean, self.std, self.augment, self.seed = np.array(mean), np.array(std), augment, seed
@@ -76,7 +80,10 @@ class CropDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         source, index = self.items[i]
         rng = np.random.default_rng([self.seed, self.epoch, i]) if self.augment is not None else None
-        crop = make_crop(source[index], self.size, self.mean_face, rng, self.augment or AugmentConfig())
+        config = self.augment or AugmentConfig()
+        if self.synthetic_augment is not None and i >= len(self.base):
+            config = self.synthetic_augment
+        crop = make_crop(source[index], self.size, self.mean_face, rng, config)
         return crop_tensors(crop.image, crop.landmarks, crop.mask, crop.visibility, crop.pose, crop.has_pose,
                             self.size, self.mean, self.std)
 
@@ -240,8 +247,10 @@ def train(args: argparse.Namespace) -> Path:
     synthetic_items = exclude_sources([(ds, i) for ds in synthetic_sets for i in range(len(ds))], val_items)
     cfg = model.config
     augment = AugmentConfig()
+    synthetic_augment = replace(augment, **{key: value for key, value in (
+        ("translation", args.synthetic_translation), ("scale", args.synthetic_scale)) if value is not None})
     train_set = CropDataset(train_items, cfg.input_size, mean_face, cfg.mean, cfg.std, augment, args.seed,
-                            synthetic_items, args.synthetic_ratio)
+                            synthetic_items, args.synthetic_ratio, synthetic_augment)
     val_set = CropDataset(val_items, cfg.input_size, mean_face, cfg.mean, cfg.std, None, args.seed)
     loader_args = {"batch_size": args.batch_size, "num_workers": args.workers}
     train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > args.batch_size,
@@ -299,6 +308,7 @@ def train(args: argparse.Namespace) -> Path:
             "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history, "best_val": best,
             "plateau_lr": plateau_lr,
             "args": vars(args) | {"out": str(args.out)}, "augment": asdict(augment),
+            "synthetic_augment": asdict(synthetic_augment),
         })
         write_log(history, out / "log.csv")
         plot_history(history, out / "losses.png")
@@ -327,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="generated faces added to training only (e.g. aflw2000:runs/profiled); repeat")
     parser.add_argument("--synthetic-ratio", type=float, default=1.0,
                         help="synthetic faces drawn per original training face each epoch")
+    parser.add_argument("--synthetic-translation", type=float, default=None,
+                        help="crop translation half-range for synthetic faces, fraction of the crop side "
+                             "(default: the paper's 0.05, as for the originals)")
+    parser.add_argument("--synthetic-scale", type=float, default=None,
+                        help="crop scale half-range for synthetic faces (default: the paper's 0.15)")
     parser.add_argument("--limit", type=int, default=None, help="use only this many faces (after the seeded shuffle)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
