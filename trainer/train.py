@@ -15,7 +15,8 @@ rewrites ``OUT/log.csv`` and redraws ``OUT/losses.png``.
 only: each epoch draws ``--synthetic-ratio`` synthetic faces per original training face, afresh.
 ``--synthetic-translation`` and ``--synthetic-scale`` widen the crop jitter of those faces alone: the
 app's detector box on a real profile can sit a fifth of a crop off the face, and renders, whose
-detector box matches their landmark box, never show that. Validation stays on the originals so that its loss is comparable with and without them.
+detector box matches their landmark box, never show that. Validation stays on the originals so that
+its loss is comparable with and without them.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class CropDataset(Dataset):
                  synthetic: list[tuple[FaceDataset, int]] | None = None, synthetic_ratio: float = 0.0,
                  synthetic_augment: AugmentConfig | None = None) -> None:
         self.base, self.synthetic = items, synthetic or []
-        self.synthetic_augment = synthetic_augment
+        self.synthetic_augment = synthetic_augment or augment
         self.extra = round(synthetic_ratio * len(items)) if self.synthetic else 0
         self.size, self.mean_face = size, mean_face
         self.mean, self.std, self.augment, self.seed = np.array(mean), np.array(std), augment, seed
@@ -80,10 +81,8 @@ class CropDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         source, index = self.items[i]
         rng = np.random.default_rng([self.seed, self.epoch, i]) if self.augment is not None else None
-        config = self.augment or AugmentConfig()
-        if self.synthetic_augment is not None and i >= len(self.base):
-            config = self.synthetic_augment
-        crop = make_crop(source[index], self.size, self.mean_face, rng, config)
+        config = self.augment if i < len(self.base) else self.synthetic_augment
+        crop = make_crop(source[index], self.size, self.mean_face, rng, config or AugmentConfig())
         return crop_tensors(crop.image, crop.landmarks, crop.mask, crop.visibility, crop.pose, crop.has_pose,
                             self.size, self.mean, self.std)
 
@@ -247,8 +246,7 @@ def train(args: argparse.Namespace) -> Path:
     synthetic_items = exclude_sources([(ds, i) for ds in synthetic_sets for i in range(len(ds))], val_items)
     cfg = model.config
     augment = AugmentConfig()
-    synthetic_augment = replace(augment, **{key: value for key, value in (
-        ("translation", args.synthetic_translation), ("scale", args.synthetic_scale)) if value is not None})
+    synthetic_augment = replace(augment, translation=args.synthetic_translation, scale=args.synthetic_scale)
     train_set = CropDataset(train_items, cfg.input_size, mean_face, cfg.mean, cfg.std, augment, args.seed,
                             synthetic_items, args.synthetic_ratio, synthetic_augment)
     val_set = CropDataset(val_items, cfg.input_size, mean_face, cfg.mean, cfg.std, None, args.seed)
@@ -337,11 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="generated faces added to training only (e.g. aflw2000:runs/profiled); repeat")
     parser.add_argument("--synthetic-ratio", type=float, default=1.0,
                         help="synthetic faces drawn per original training face each epoch")
-    parser.add_argument("--synthetic-translation", type=float, default=None,
+    parser.add_argument("--synthetic-translation", type=float, default=AugmentConfig.translation,
                         help="crop translation half-range for synthetic faces, fraction of the crop side "
-                             "(default: the paper's 0.05, as for the originals)")
-    parser.add_argument("--synthetic-scale", type=float, default=None,
-                        help="crop scale half-range for synthetic faces (default: the paper's 0.15)")
+                             "(default: the paper's %(default)s, as for the originals)")
+    parser.add_argument("--synthetic-scale", type=float, default=AugmentConfig.scale,
+                        help="crop scale half-range for synthetic faces (default: the paper's %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="use only this many faces (after the seeded shuffle)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
