@@ -100,6 +100,14 @@ def test_positive_pitch_looks_up_like_aflw2000() -> None:
     assert pose.axes_endpoints(np.array([0, 20.0, 0]), np.zeros(2), 1.0)[2, 1] < 0
 
 
+def test_facing_direction_points_at_the_viewer_left_for_positive_yaw_and_up_for_positive_pitch() -> None:
+    np.testing.assert_allclose(pose.facing_direction(np.zeros(3)), [0.0, 0.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(pose.facing_direction(np.radians([90.0, 0, 0])), [-1.0, 0.0, 0.0], atol=1e-12)
+    assert pose.facing_direction(np.radians([0, 20.0, 0]))[1] < 0
+    ends = pose.axes_endpoints(np.array([30.0, 10.0, 5.0]), np.zeros(2), 1.0)
+    np.testing.assert_allclose(pose.facing_direction(np.radians([30.0, 10.0, 5.0]))[:2], ends[2], atol=1e-12)
+
+
 def test_transform_angles_mirror_negates_yaw_and_roll() -> None:
     angles = np.radians([25.0, 10.0, -8.0])
     np.testing.assert_allclose(pose.transform_angles(angles, 0.0, True), angles * [-1, 1, -1], atol=1e-12)

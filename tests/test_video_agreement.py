@@ -11,7 +11,7 @@ from app.core import pose
 from tests.conftest import require_shared
 from tests.model_fixtures import random_models  # noqa: F401  (fixture)
 from trainer.video_agreement import (AngleTrack, agreement, main, read_3ddfa_csv, read_process_csv,
-                                     rotation_difference, tddfa_to_ours)
+                                     rotation_difference, tddfa_to_ours, turned_from_camera)
 
 F = np.diag([1.0, -1.0, 1.0])
 
@@ -101,6 +101,27 @@ def test_agreement_pairs_frames_by_index_and_counts_the_frames_left_out():
     assert result["mean_abs_diff_deg"]["pitch"] == pytest.approx(2 / 3, abs=1e-3)
     assert result["mean_abs_diff_deg"]["roll"] == pytest.approx(4 / 3, abs=1e-3)
     assert result["median_abs_diff_deg"]["yaw"] == pytest.approx(0.0)
+
+
+def test_agreement_breaks_rotation_difference_and_side_down_by_how_far_the_reference_face_is_turned():
+    ours = _track([0, 1, 2, 3], [[10, 0, 0], [-50, 0, 0], [40, 0, 0], [80, 0, 0]])
+    reference = _track([0, 1, 2, 3], [[12, 0, 0], [50, 0, 0], [55, 0, 0], [89, 0, 0]])
+    bands = {tuple(b["reference_turn_deg"]): b for b in agreement(ours, reference)["by_reference_turn"]}
+    assert [b["frames"] for b in bands.values()] == [1, 2, 0, 0, 1, 0]
+    assert bands[(0.0, 30.0)]["rotation_diff_deg"] == pytest.approx(2.0)
+    assert bands[(30.0, 60.0)]["same_side"] == pytest.approx(0.5)
+    assert bands[(30.0, 60.0)]["our_turn_deg"] == pytest.approx(45.0)
+    assert bands[(30.0, 60.0)]["rotation_diff_deg"] == pytest.approx((100.0 + 15.0) / 2)
+    assert bands[(60.0, 75.0)]["rotation_diff_deg"] is None
+    assert bands[(85.0, 95.0)]["reference_turn_mean_deg"] == pytest.approx(89.0)
+
+
+def test_a_profile_looking_up_counts_as_turned_ninety_degrees_whatever_its_euler_yaw():
+    # 3DDFA_V2's frame-400-like reading of a profile that looks up: Euler yaw 57°, yet the face looks
+    # sideways and up, 90° from the camera.
+    assert turned_from_camera(np.array([[90.0, 35.0, 0.0]]))[0] == pytest.approx(90.0, abs=1e-6)
+    assert turned_from_camera(np.array([[57.0, 93.0, 71.0]]))[0] == pytest.approx(90.0, abs=3.0)
+    assert turned_from_camera(np.array([[0.0, 0.0, 40.0]]))[0] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_angle_differences_wrap_around_180_degrees():

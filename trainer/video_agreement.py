@@ -78,6 +78,9 @@ OURS_COLUMNS = ("frame", "time_s", "detected", "x1", "y1", "x2", "y2", "yaw", "p
 ANGLES = ("yaw", "pitch", "roll")
 NEAR_PROFILE_DEG = 70.0
 """Reference |yaw| from which pitch and roll are too close to gimbal lock to compare one by one."""
+TURN_BANDS = (0.0, 30.0, 60.0, 75.0, 85.0, 95.0, 180.0)
+"""Edges of the bands ``agreement`` breaks its figures into: degrees between where the reference's face
+looks and the camera (85–95° is a full profile; past 90° the face looks away); the last band is closed."""
 
 EXIT_INTERRUPTED = 130
 
@@ -225,8 +228,9 @@ def agreement(ours: AngleTrack, reference: AngleTrack) -> dict[str, Any]:
     ``ValueError`` when a pair's timestamps differ by more than half a frame (the tracks would not be of
     the same frames). Returns the per-angle mean and median absolute difference (degrees, wrapped to
     ±180), the Pearson correlation of each angle (a sign check), the geodesic rotation difference, the
-    per-angle mean on the frames below ``NEAR_PROFILE_DEG`` of reference yaw, and the frames compared and
-    left out: ``no_face`` (ours found none), ``not_in_reference``, ``not_in_video``.
+    per-angle mean on the frames below ``NEAR_PROFILE_DEG`` of reference yaw, the figures by how far the
+    reference's face is turned from the camera (``by_turn_band``), and the frames compared and left out: ``no_face`` (ours found none),
+    ``not_in_reference``, ``not_in_video``.
     """
     ref_at = {int(f): i for i, f in enumerate(reference.frames)}
     our_at = {int(f): i for i, f in enumerate(ours.frames)}
@@ -256,7 +260,38 @@ def agreement(ours: AngleTrack, reference: AngleTrack) -> dict[str, Any]:
                               "median": round(float(np.median(rotation)), 3) if len(rotation) else None},
         "below_profile": {"reference_abs_yaw_below_deg": NEAR_PROFILE_DEG, "frames": int(below.sum()),
                           "mean_abs_diff_deg": _per_angle(diff[below], np.mean)},
+        "by_reference_turn": by_turn_band(o, r, rotation),
     }
+
+
+def turned_from_camera(angles_deg: np.ndarray) -> np.ndarray:
+    """Degrees between where each face looks and the camera: convention-free, unlike Euler yaw, which a
+    profile that looks up splits between yaw, pitch and roll."""
+    return np.degrees(np.arccos(np.clip(pose.facing_direction(np.radians(angles_deg))[..., 2], -1.0, 1.0)))
+
+
+def by_turn_band(ours: np.ndarray, reference: np.ndarray, rotation: np.ndarray) -> list[dict[str, Any]]:
+    """Per band of the reference's turn from the camera (``TURN_BANDS``): frames, mean rotation
+    difference, the share of frames where our face looks to the same side of the image (left or right)
+    as the reference's, and the mean turn of ours and the reference's. Shows where along the turn a
+    model stops reading it."""
+    turn, our_turn = turned_from_camera(reference), turned_from_camera(ours)
+    same_side = (np.sign(pose.facing_direction(np.radians(ours))[:, 0])
+                 == np.sign(pose.facing_direction(np.radians(reference))[:, 0])).astype(float)
+    last = len(TURN_BANDS) - 2
+    bands = []
+    for k, (lo, hi) in enumerate(zip(TURN_BANDS[:-1], TURN_BANDS[1:])):
+        inside = (turn >= lo) & ((turn <= hi) if k == last else (turn < hi))
+        bands.append({"reference_turn_deg": [lo, hi], "frames": int(inside.sum()),
+                      "rotation_diff_deg": _mean_inside(rotation, inside),
+                      "same_side": _mean_inside(same_side, inside),
+                      "our_turn_deg": _mean_inside(our_turn, inside),
+                      "reference_turn_mean_deg": _mean_inside(turn, inside)})
+    return bands
+
+
+def _mean_inside(values: np.ndarray, inside: np.ndarray) -> float | None:
+    return round(float(values[inside].mean()), 3) if inside.any() else None
 
 
 def _frame_period(track: AngleTrack) -> float | None:

@@ -123,6 +123,12 @@ def _affine_initial_camera(x: np.ndarray, big_x: np.ndarray, w: np.ndarray) -> t
     return rot, float(scale), shift
 
 
+def facing_direction(angles: Any) -> np.ndarray:
+    """Unit vectors ``(..., 3)`` (image-like frame) along which faces with ``angles[..., :3]`` (radians)
+    look: ``(0, 0, 1)`` at the viewer, negative x towards the image left, negative y up."""
+    return rotation_matrix(np.asarray(angles, dtype=np.float64))[..., :, 2]
+
+
 def axes_endpoints(angles_deg: np.ndarray, centre: np.ndarray, length: float) -> np.ndarray:
     """Image end points ``(3, 2)`` of the head's x (right), y (up) and z (facing) axes drawn from ``centre``."""
     rot = rotation_matrix(np.radians(np.asarray(angles_deg, dtype=np.float64)))
