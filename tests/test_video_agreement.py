@@ -11,7 +11,7 @@ from app.core import pose
 from tests.conftest import require_shared
 from tests.model_fixtures import random_models  # noqa: F401  (fixture)
 from trainer.video_agreement import (AngleTrack, agreement, main, read_3ddfa_csv, read_process_csv,
-                                     rotation_difference, tddfa_to_ours, turned_from_camera)
+                                     rotation_difference, signed_turn, tddfa_to_ours, turned_from_camera)
 
 F = np.diag([1.0, -1.0, 1.0])
 
@@ -122,6 +122,12 @@ def test_a_profile_looking_up_counts_as_turned_ninety_degrees_whatever_its_euler
     assert turned_from_camera(np.array([[90.0, 35.0, 0.0]]))[0] == pytest.approx(90.0, abs=1e-6)
     assert turned_from_camera(np.array([[57.0, 93.0, 71.0]]))[0] == pytest.approx(90.0, abs=3.0)
     assert turned_from_camera(np.array([[0.0, 0.0, 40.0]]))[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_signed_turn_is_yaw_for_a_face_that_only_turns_and_keeps_its_side_on_a_profile_that_looks_up():
+    np.testing.assert_allclose(signed_turn(np.array([[30.0, 0, 0], [-70.0, 0, 0]])), [30.0, -70.0], atol=1e-9)
+    assert signed_turn(np.array([[57.0, 93.0, 71.0]]))[0] == pytest.approx(90.0, abs=3.0)
+    assert signed_turn(np.array([[-57.0, 93.0, -71.0]]))[0] == pytest.approx(-90.0, abs=3.0)
 
 
 def test_angle_differences_wrap_around_180_degrees():

@@ -270,6 +270,13 @@ def turned_from_camera(angles_deg: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(pose.facing_direction(np.radians(angles_deg))[..., 2], -1.0, 1.0)))
 
 
+def signed_turn(angles_deg: np.ndarray) -> np.ndarray:
+    """``turned_from_camera`` with the sign of the side the face looks to: positive towards the image left,
+    as positive yaw. Equals yaw for a face that only turns; stays near ±90° on a profile that looks up."""
+    side = np.where(pose.facing_direction(np.radians(angles_deg))[..., 0] <= 0, 1.0, -1.0)
+    return side * turned_from_camera(angles_deg)
+
+
 def by_turn_band(ours: np.ndarray, reference: np.ndarray, rotation: np.ndarray) -> list[dict[str, Any]]:
     """Per band of the reference's turn from the camera (``TURN_BANDS``): frames, mean rotation
     difference, the share of frames where our face looks to the same side of the image (left or right)
@@ -329,13 +336,24 @@ def run_pipeline(video: Path, models: Path, mode: str = "pose", max_frames: int 
 
 
 def plot_agreement(ours: AngleTrack, reference: AngleTrack, result: dict[str, Any], path: Path, title: str) -> None:
-    """Three stacked panels (yaw, pitch, roll against time), ours beside the reference, written to ``path``."""
+    """Four stacked panels against time, ours beside the reference, written to ``path``: the signed turn
+    from the camera (``signed_turn``, convention-free), then yaw, pitch and roll."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(11, 11), sharex=True)
+    turn_ax, axes = axes[0], axes[1:]
+    turn_ax.plot(reference.times, signed_turn(reference.angles), color="tab:orange", lw=1.0, label="3DDFA_V2")
+    turn_ax.plot(ours.times, signed_turn(ours.angles), color="tab:blue", lw=1.2, label="ours")
+    turn_ax.set_ylabel("turn from camera (°)")
+    turn_ax.set_title(f"where the face looks, + towards the image left: rotation difference "
+                      f"{_deg(result['rotation_diff_deg']['mean'])}", fontsize=9, loc="right")
+    for level in (-90.0, 0.0, 90.0):
+        turn_ax.axhline(level, color="0.6", lw=0.5)
+    turn_ax.grid(alpha=0.3)
+    turn_ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     near = np.abs(reference.angles[:, 0]) >= NEAR_PROFILE_DEG
     for k, (ax, name) in enumerate(zip(axes, ANGLES)):
         _shade(ax, reference.times, near, label=f"3DDFA_V2 |yaw| ≥ {NEAR_PROFILE_DEG:g}°: pitch and roll "
