@@ -229,8 +229,8 @@ def agreement(ours: AngleTrack, reference: AngleTrack) -> dict[str, Any]:
     the same frames). Returns the per-angle mean and median absolute difference (degrees, wrapped to
     ±180), the Pearson correlation of each angle (a sign check), the geodesic rotation difference, the
     per-angle mean on the frames below ``NEAR_PROFILE_DEG`` of reference yaw, the figures by how far the
-    reference's face is turned from the camera (``by_turn_band``), and the frames compared and left out: ``no_face`` (ours found none),
-    ``not_in_reference``, ``not_in_video``.
+    reference's face is turned from the camera (``by_reference_turn``, from ``by_turn_band``), and the frames
+    compared and left out: ``no_face`` (ours found none), ``not_in_reference``, ``not_in_video``.
     """
     ref_at = {int(f): i for i, f in enumerate(reference.frames)}
     our_at = {int(f): i for i, f in enumerate(ours.frames)}
@@ -264,17 +264,24 @@ def agreement(ours: AngleTrack, reference: AngleTrack) -> dict[str, Any]:
     }
 
 
+def _turn_and_side(angles_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Degrees from the camera and side (+1 towards the image left, -1 right) of each face's facing
+    direction, from one ``pose.facing_direction``."""
+    looks = pose.facing_direction(np.radians(angles_deg))
+    return np.degrees(np.arccos(np.clip(looks[..., 2], -1.0, 1.0))), np.where(looks[..., 0] <= 0, 1.0, -1.0)
+
+
 def turned_from_camera(angles_deg: np.ndarray) -> np.ndarray:
     """Degrees between where each face looks and the camera: convention-free, unlike Euler yaw, which a
     profile that looks up splits between yaw, pitch and roll."""
-    return np.degrees(np.arccos(np.clip(pose.facing_direction(np.radians(angles_deg))[..., 2], -1.0, 1.0)))
+    return _turn_and_side(angles_deg)[0]
 
 
 def signed_turn(angles_deg: np.ndarray) -> np.ndarray:
     """``turned_from_camera`` with the sign of the side the face looks to: positive towards the image left,
     as positive yaw. Equals yaw for a face that only turns; stays near ±90° on a profile that looks up."""
-    side = np.where(pose.facing_direction(np.radians(angles_deg))[..., 0] <= 0, 1.0, -1.0)
-    return side * turned_from_camera(angles_deg)
+    turn, side = _turn_and_side(angles_deg)
+    return side * turn
 
 
 def by_turn_band(ours: np.ndarray, reference: np.ndarray, rotation: np.ndarray) -> list[dict[str, Any]]:
@@ -282,9 +289,9 @@ def by_turn_band(ours: np.ndarray, reference: np.ndarray, rotation: np.ndarray) 
     difference, the share of frames where our face looks to the same side of the image (left or right)
     as the reference's, and the mean turn of ours and the reference's. Shows where along the turn a
     model stops reading it."""
-    turn, our_turn = turned_from_camera(reference), turned_from_camera(ours)
-    same_side = (np.sign(pose.facing_direction(np.radians(ours))[:, 0])
-                 == np.sign(pose.facing_direction(np.radians(reference))[:, 0])).astype(float)
+    turn, reference_side = _turn_and_side(reference)
+    our_turn, our_side = _turn_and_side(ours)
+    same_side = (our_side == reference_side).astype(float)
     last = len(TURN_BANDS) - 2
     bands = []
     for k, (lo, hi) in enumerate(zip(TURN_BANDS[:-1], TURN_BANDS[1:])):
