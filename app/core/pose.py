@@ -147,3 +147,12 @@ def transform_angles(angles: np.ndarray, in_plane_deg: float = 0.0, mirror: bool
         flip = np.diag([-1.0, 1.0, 1.0])
         rot = flip @ rot @ flip
     return matrix_to_angles(rot)
+
+
+def format_angle(degrees: float, decimals: int = 0, signed: bool = False) -> str:
+    """``degrees`` as text with ``decimals`` places, never ``-0``: a value that rounds to zero prints as zero
+    (``signed`` puts ``+`` before positive values, as the overlay labels do)."""
+    value = round(float(degrees), decimals)
+    if value == 0:
+        value = 0.0
+    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
