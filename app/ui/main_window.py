@@ -2,8 +2,9 @@
 
 The window only arranges widgets and forwards the user's choices: one ``FrameWorker`` at a time
 runs the open source through ``app.core`` in its own thread and hands back annotated frames, which
-``VideoView`` shows. Keys: ``M`` pose/full, ``S`` smoothing, ``L`` landmarks, ``A`` axes, ``B``
-boxes, ``R`` record, ``Ctrl+S`` snapshot, ``Ctrl+O`` open a file, ``Ctrl+Q`` quit.
+``VideoView`` shows, and whose poses ``AnglePlot`` (a dock under the video) plots for the face the user
+clicked. Keys: ``M`` pose/full, ``S`` smoothing, ``L`` landmarks (full mode only), ``A`` axes, ``B``
+boxes, ``P`` pose plot, ``R`` record, ``Ctrl+S`` snapshot, ``Ctrl+O`` open a file, ``Ctrl+Q`` quit.
 """
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PyQt6.QtCore import Qt
+from PyQt6.QtCore import QStandardPaths, Qt
 from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
-from PyQt6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QToolBar, QToolButton, QWidget
+from PyQt6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QToolBar, QToolButton,
+                             QWidget)
 
 from app.core.estimator import MODES as ESTIMATOR_MODES
-from app.core.pipeline import FrameResult
+from app.core.pipeline import FaceResult, FrameResult
 from app.core.video import parse_source
+from app.ui.angle_plot import AnglePlot
 from app.ui.application import ensure_application
 from app.ui.camera_menu import CameraMenu
 from app.ui.video_view import VideoView, bgr_to_qimage
@@ -31,6 +34,24 @@ MODES = tuple(ESTIMATOR_MODES)
 """``pose`` (encoder only) and ``full`` (landmarks too), as ``app.core.estimator`` names them."""
 VIDEO_FILTER = "Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v);;All files (*)"
 IDLE_MESSAGE = "Open a video file (Ctrl+O), drop one here, or choose a camera from the Camera menu."
+PLOT_HEIGHT = 240
+"""Pixels the pose plot's dock takes under the video when first shown (the user can drag its edge)."""
+LANDMARKS_TIP = "Draw the landmarks (full mode only)"
+
+
+def user_folder(kind: QStandardPaths.StandardLocation) -> Path:
+    """The user's folder of ``kind`` (pictures, movies) where it exists, else the home folder: where the save
+    dialogs open, never the folder the app was started from."""
+    location = QStandardPaths.writableLocation(kind)
+    if location and Path(location).is_dir():
+        return Path(location)
+    return Path.home()
+
+
+def face_at(faces: tuple[FaceResult, ...], x: float, y: float) -> FaceResult | None:
+    """The face whose box holds frame pixel ``(x, y)``; the smallest box where they overlap, ``None`` off them."""
+    inside = [f for f in faces if f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3]]
+    return min(inside, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), default=None)
 
 
 def one_line(message: str) -> str:
@@ -83,11 +104,21 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("MNN head pose")
         self.view = VideoView(self)
         self.view.file_dropped.connect(self.open_source)
+        self.view.frame_clicked.connect(self._on_video_clicked)
         self.setCentralWidget(self.view)
+        self.angle_plot = AnglePlot(self)
+        self.plot_dock = QDockWidget("Pose plot", self)
+        self.plot_dock.setObjectName("posePlot")
+        self.plot_dock.setWidget(self.angle_plot)
+        self.plot_dock.setAllowedAreas(Qt.DockWidgetArea.BottomDockWidgetArea | Qt.DockWidgetArea.TopDockWidgetArea)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.plot_dock)
+        self.resizeDocks([self.plot_dock], [PLOT_HEIGHT], Qt.Orientation.Vertical)
+        self.plot_dock.hide()
         self.stats_label = QLabel(self)
         self.statusBar().addPermanentWidget(self.stats_label)
         self._build_actions()
         self._build_menus_and_toolbar()
+        self._show_mode()
         self.view.show_message(IDLE_MESSAGE)
         self._refresh_stats()
         self.resize(960, 720)
@@ -118,7 +149,7 @@ class MainWindow(QMainWindow):
         self.smooth_action = self._action("&Smoothing", "S", self._on_smoothing_toggled, checkable=True,
                                           checked=self._smooth, tip="Temporal smoothing of the pose")
         self.landmarks_action = self._action("&Landmarks", "L", self._on_landmarks_toggled, checkable=True,
-                                             checked=self.overlay.landmarks)
+                                             checked=self.overlay.landmarks, tip=LANDMARKS_TIP)
         self.axes_action = self._action("&Axes", "A", self._on_axes_toggled, checkable=True,
                                         checked=self.overlay.axes)
         self.box_action = self._action("&Boxes", "B", self._on_box_toggled, checkable=True,
@@ -127,6 +158,11 @@ class MainWindow(QMainWindow):
                                           tip="Record the annotated video to a file")
         self.snapshot_action = self._action("Sna&pshot", "Ctrl+S", self.choose_snapshot_file,
                                             tip="Save the annotated frame as PNG")
+        self.plot_action = self.plot_dock.toggleViewAction()  # checked while the dock shows, its close button too
+        self.plot_action.setText("Pose &plot")
+        self.plot_action.setShortcut(QKeySequence("P"))
+        self.plot_action.setToolTip("Yaw, pitch and roll of the selected face over the last seconds (P)")
+        self.addAction(self.plot_action)
 
     def _build_menus_and_toolbar(self) -> None:
         menu_bar = self.menuBar()
@@ -140,6 +176,8 @@ class MainWindow(QMainWindow):
         view_menu = menu_bar.addMenu("&View")
         view_menu.addActions([self.mode_action, self.smooth_action, self.landmarks_action, self.axes_action,
                               self.box_action])
+        view_menu.addSeparator()
+        view_menu.addAction(self.plot_action)
 
         toolbar = QToolBar("Controls", self)
         toolbar.setObjectName("controls")
@@ -151,7 +189,7 @@ class MainWindow(QMainWindow):
             camera_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         toolbar.addSeparator()
         toolbar.addActions([self.mode_action, self.smooth_action, self.landmarks_action, self.axes_action,
-                            self.box_action])
+                            self.box_action, self.plot_action])
         toolbar.addSeparator()
         toolbar.addActions([self.record_action, self.snapshot_action])
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
@@ -169,6 +207,7 @@ class MainWindow(QMainWindow):
         self.last_frame, self.last_result = None, None
         self._fps, self._provider = 0.0, ""
         self.view.clear_frame()
+        self.angle_plot.clear()
         self.view.show_message(f"Opening {describe_source(source)}…")
         self.camera_menu.active = source if isinstance(source, int) else None
         self.setWindowTitle(f"MNN head pose — {describe_source(source)}")
@@ -187,8 +226,9 @@ class MainWindow(QMainWindow):
 
     def choose_file(self) -> None:
         """Ask for a video file and open it."""
-        start = str(self.source.parent) if isinstance(self.source, Path) else ""
-        path, _ = QFileDialog.getOpenFileName(self, "Open video", start, VIDEO_FILTER)
+        start = self.source.parent if isinstance(self.source, Path) else user_folder(
+            QStandardPaths.StandardLocation.MoviesLocation)
+        path, _ = QFileDialog.getOpenFileName(self, "Open video", str(start), VIDEO_FILTER)
         if path:
             self.open_source(Path(path))
 
@@ -220,8 +260,36 @@ class MainWindow(QMainWindow):
         self.view.set_frame(frame_bgr)
         self.last_frame, self.last_result, self._fps = frame_bgr, result, fps
         self.frames_shown += 1
+        self.angle_plot.add(result)
+        self._outline_selected_face()
         self._refresh_stats()
         self.worker.frame_shown()
+
+    # --- the selected face ----------------------------------------------------------------------
+
+    @property
+    def selected_face(self) -> int | None:
+        """The id of the face the user clicked (the plot follows it); ``None``: the plot follows the lowest id."""
+        return self.angle_plot.selected
+
+    def select_face(self, face_id: int | None) -> None:
+        """Plot ``face_id`` from the next frame on (``None``: the lowest face id)."""
+        self.angle_plot.select(face_id)
+        self._outline_selected_face()
+        self.statusBar().showMessage(f"Plotting face #{face_id}" if face_id is not None
+                                     else "Plotting the face with the lowest id", 3000)
+
+    def _on_video_clicked(self, x: float, y: float) -> None:
+        """A click on a face's box selects that face; a click beside every box goes back to the lowest id."""
+        faces = self.last_result.faces if self.last_result is not None else ()
+        face = face_at(faces, x, y)
+        self.select_face(face.face_id if face is not None else None)
+
+    def _outline_selected_face(self) -> None:
+        selected = self.angle_plot.selected
+        faces = self.last_result.faces if self.last_result is not None else ()
+        box = next((f.box for f in faces if f.face_id == selected), None) if selected is not None else None
+        self.view.set_highlight(None if box is None else tuple(box[:4]))
 
     def _on_failed(self, message: str) -> None:
         if not self._from_current_worker():
@@ -264,10 +332,12 @@ class MainWindow(QMainWindow):
         self._show_mode()
 
     def _show_mode(self) -> None:
+        """The mode action, and the Landmarks action greyed out in pose mode, which has no landmarks."""
         self.mode_action.blockSignals(True)
         self.mode_action.setChecked(self._mode == "full")
         self.mode_action.blockSignals(False)
         self.mode_action.setText(self._mode_label())
+        self.landmarks_action.setEnabled(self._mode == "full")
         self._refresh_stats()
 
     def _on_mode_changed(self, mode: str) -> None:
@@ -331,8 +401,9 @@ class MainWindow(QMainWindow):
         if self.last_frame is None:
             self.statusBar().showMessage("No frame to save yet", 3000)
             return
-        default = f"snapshot-{time.strftime('%Y%m%d-%H%M%S')}.png"
-        path, _ = QFileDialog.getSaveFileName(self, "Save snapshot", default, "PNG images (*.png)")
+        folder = user_folder(QStandardPaths.StandardLocation.PicturesLocation)
+        default = folder / f"snapshot-{time.strftime('%Y%m%d-%H%M%S')}.png"
+        path, _ = QFileDialog.getSaveFileName(self, "Save snapshot", str(default), "PNG images (*.png)")
         if path:
             self.save_snapshot(Path(path).with_suffix(".png"))
 
@@ -360,8 +431,10 @@ class MainWindow(QMainWindow):
         if not checked:
             self.stop_recording()
             return
-        default = f"recording-{time.strftime('%Y%m%d-%H%M%S')}.mp4"
-        path, _ = QFileDialog.getSaveFileName(self, "Record to", default, "MPEG-4 video (*.mp4);;AVI video (*.avi)")
+        folder = user_folder(QStandardPaths.StandardLocation.MoviesLocation)
+        default = folder / f"recording-{time.strftime('%Y%m%d-%H%M%S')}.mp4"
+        path, _ = QFileDialog.getSaveFileName(self, "Record to", str(default),
+                                              "MPEG-4 video (*.mp4);;AVI video (*.avi)")
         if not path:
             self._set_recording_checked(False)
             return

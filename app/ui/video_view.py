@@ -1,7 +1,9 @@
-"""The widget that shows the annotated video, a message over it, and takes dropped video files.
+"""The widget that shows the annotated video, a message over it, takes dropped video files and clicks.
 
 Frames arrive already annotated (``app.core.overlay`` draws in the worker); this widget only wraps
 the BGR array in a ``QImage``, keeps the pixmap, and paints it scaled to fit with its aspect ratio.
+A left click on the picture is reported in frame pixels (``frame_clicked``), so the window can tell
+which face was clicked; the selected face's box is outlined here, in the GUI, not in the frame.
 """
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PyQt6.QtCore import QRect, QSize, Qt, pyqtSignal
-from PyQt6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage, QPainter, QPaintEvent, QPixmap, QResizeEvent
+from PyQt6.QtCore import QPointF, QRect, QRectF, QSize, Qt, pyqtSignal
+from PyQt6.QtGui import (QColor, QDragEnterEvent, QDropEvent, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap,
+                         QResizeEvent)
 from PyQt6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 log = logging.getLogger(__name__)
@@ -35,13 +38,19 @@ def local_files(event: QDragEnterEvent | QDropEvent) -> list[Path]:
 
 
 class VideoView(QWidget):
-    """Paints the latest frame scaled to fit, with an optional message label over it; accepts file drops."""
+    """Paints the latest frame scaled to fit, with an optional message label over it; accepts file drops.
+
+    ``frame_clicked(x, y)``: a left click on the picture, in frame pixels (OpenCV's: pixel centres at
+    integers, like the boxes of ``app.core``).
+    """
 
     file_dropped = pyqtSignal(Path)
+    frame_clicked = pyqtSignal(float, float)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._pixmap: QPixmap | None = None
+        self._highlight: tuple[float, float, float, float] | None = None
         self.setAcceptDrops(True)
         self.setMinimumSize(320, 240)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -68,9 +77,48 @@ class VideoView(QWidget):
         self.update()
 
     def clear_frame(self) -> None:
-        """Forget the frame shown (e.g. when a new source opens)."""
+        """Forget the frame shown and the outline (e.g. when a new source opens)."""
         self._pixmap = None
+        self._highlight = None
         self.update()
+
+    def set_highlight(self, box: tuple[float, float, float, float] | None) -> None:
+        """Outline ``box`` (x1, y1, x2, y2 in frame pixels: the selected face) over the picture; ``None``: none."""
+        self._highlight = None if box is None else tuple(float(v) for v in box)  # type: ignore[assignment]
+        self.update()
+
+    def highlight(self) -> tuple[float, float, float, float] | None:
+        """The box outlined now, in frame pixels; ``None`` when none is."""
+        return self._highlight
+
+    def frame_to_widget(self, x: float, y: float) -> QPointF:
+        """Where frame pixel ``(x, y)`` is painted in this widget; ``ValueError`` before the first frame."""
+        rect = self.target_rect()
+        if rect.isEmpty():
+            raise ValueError("no frame is shown")
+        sx = rect.width() / self._pixmap.width()
+        sy = rect.height() / self._pixmap.height()
+        return QPointF(rect.x() + (x + 0.5) * sx, rect.y() + (y + 0.5) * sy)
+
+    def widget_to_frame(self, point: QPointF) -> tuple[float, float] | None:
+        """The frame pixel under ``point`` (widget coordinates); ``None`` off the picture or before a frame."""
+        rect = self.target_rect()
+        if rect.isEmpty() or not QRectF(rect).contains(point):
+            return None
+        x = (point.x() - rect.x()) * self._pixmap.width() / rect.width() - 0.5
+        y = (point.y() - rect.y()) * self._pixmap.height() / rect.height() - 0.5
+        return x, y
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() != Qt.MouseButton.LeftButton:
+            super().mousePressEvent(event)
+            return
+        where = self.widget_to_frame(event.position())
+        if where is None:
+            super().mousePressEvent(event)
+            return
+        event.accept()
+        self.frame_clicked.emit(*where)
 
     def message(self) -> str:
         """The message shown over the video; empty when none is."""
@@ -115,6 +163,12 @@ class VideoView(QWidget):
         if self._pixmap is not None and not self._pixmap.isNull():
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
             painter.drawPixmap(self.target_rect(), self._pixmap)
+            if self._highlight is not None:
+                x1, y1, x2, y2 = self._highlight
+                corner, far = self.frame_to_widget(x1, y1), self.frame_to_widget(x2, y2)
+                pen = QPen(QColor(255, 255, 255), 2, Qt.PenStyle.DashLine)
+                painter.setPen(pen)
+                painter.drawRect(QRectF(corner, far).adjusted(-4, -4, 4, 4))
         painter.end()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:

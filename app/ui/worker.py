@@ -252,8 +252,9 @@ class FrameWorker(QThread):
             return
         options = self.overlay
         start = time.perf_counter()
+        # the rate and stage times go to the status bar (``frame_ready``'s fps and result), not into the frame
         annotated = draw_overlay(frame_bgr, result, show_axes=options.axes, show_landmarks=options.landmarks,
-                                 show_box=options.box, fps=self._fps or None)
+                                 show_box=options.box)
         overlay_ms = (time.perf_counter() - start) * 1000.0
         result = dataclasses.replace(result, timings_ms={**result.timings_ms, "overlay": overlay_ms})
         if recording:
