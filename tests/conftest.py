@@ -1,13 +1,21 @@
-"""Shared fixtures: the ``../shared/data`` folder, skipped where absent and required under ``CI=true``."""
+"""Shared fixtures and settings: the ``../shared/data`` folder, skipped where absent and required under ``CI=true``;
+short numpy reprs in failure messages."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Arrays in assertion messages print as a few corner values: a failing landmark or basis comparison would
+    otherwise dump every element (pytest does not truncate explanations under ``CI=true``)."""
+    np.set_printoptions(threshold=64, edgeitems=3)
 
 
 def require_shared(*parts: str) -> Path:

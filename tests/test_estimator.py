@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from app.core.estimator import PREFERRED_PROVIDERS, PoseEstimator, choose_providers
-from app.core.model_io import FULL_FILE, ModelError
+from app.core.model_io import ENCODER_FILE, FULL_FILE, ModelError
+from tests.conftest import ROOT, require_shared
 from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
 
 
@@ -22,6 +28,39 @@ class CountingSession:
     def run(self, names, feeds):
         self.calls.append(len(next(iter(feeds.values()))))
         return self.session.run(names, feeds)
+
+
+def edited_models(random_models: Path, out: Path, filename: str, edit: Callable[[onnx.ModelProto], None]) -> Path:
+    """A copy of the random models' folder in ``out`` whose ``filename`` went through ``edit``."""
+    shutil.copytree(random_models, out)
+    model = onnx.load(str(random_models / filename))
+    edit(model)
+    onnx.save(model, str(out / filename))
+    return out
+
+
+def set_metadata(key: str, value: str) -> Callable[[onnx.ModelProto], None]:
+    def edit(model: onnx.ModelProto) -> None:
+        next(p for p in model.metadata_props if p.key == key).value = value
+    return edit
+
+
+def narrow_pose(model: onnx.ModelProto) -> None:
+    """``pose`` cut to its first two columns by a Slice node, its declared shape ``(batch, 2)``."""
+    graph = model.graph
+    for node in graph.node:
+        node.output[:] = ["pose_wide" if name == "pose" else name for name in node.output]
+        node.input[:] = ["pose_wide" if name == "pose" else name for name in node.input]
+    for name, value in (("pose_starts", 0), ("pose_ends", 2), ("pose_axes", 1)):
+        graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), name))
+    graph.node.append(helper.make_node("Slice", ["pose_wide", "pose_starts", "pose_ends", "pose_axes"], ["pose"]))
+    next(o for o in graph.output if o.name == "pose").type.tensor_type.shape.dim[1].dim_value = 2
+
+
+def drop_heatmaps(model: onnx.ModelProto) -> None:
+    outputs = [o for o in model.graph.output if o.name != "heatmaps"]
+    del model.graph.output[:]
+    model.graph.output.extend(outputs)
 
 
 def crops(n: int) -> np.ndarray:
@@ -89,3 +128,32 @@ def test_the_encoder_under_the_full_model_name_is_refused(tmp_path: Path, random
 def test_unknown_mode_is_a_value_error(random_models: Path):
     with pytest.raises(ValueError, match="mode"):
         PoseEstimator(random_models).model("landmarks")
+
+
+@pytest.mark.parametrize("filename, edit, mode, message", [
+    (ENCODER_FILE, narrow_pose, "pose", "output 'pose' has width 2, the runtime needs 6"),
+    (ENCODER_FILE, set_metadata("input_size", "128"), "pose",
+     f"input 'image' has height {INPUT_SIZE}, its metadata says 128"),
+    (FULL_FILE, set_metadata("landmarks", "67"), "full",
+     f"output 'landmarks' has landmark count {LANDMARKS}, its metadata says 67"),
+    (FULL_FILE, drop_heatmaps, "full", "lacks output(s) heatmaps"),
+], ids=["pose_width", "input_size", "landmark_count", "missing_output"])
+def test_a_model_whose_tensors_contradict_its_metadata_is_refused_when_it_opens(
+        random_models: Path, tmp_path: Path, filename: str, edit, mode: str, message: str):
+    models = edited_models(random_models, tmp_path / "models", filename, edit)
+    with pytest.raises(ModelError) as caught:
+        PoseEstimator(models).model(mode)
+    assert str(caught.value) == f"{models / filename}: {message}"
+
+
+def test_process_exits_4_with_one_line_for_a_model_that_contradicts_its_metadata(random_models: Path,
+                                                                                  tmp_path: Path):
+    models = edited_models(random_models, tmp_path / "models", ENCODER_FILE, narrow_pose)
+    video = require_shared("videos", "d18.mp4")
+    result = subprocess.run([sys.executable, str(ROOT / "run_app.py"), "process", str(video), "--out",
+                             str(tmp_path / "out"), "--models", str(models), "--no-video"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 4
+    assert result.stderr.strip().splitlines() == [
+        f"error: {models / ENCODER_FILE}: output 'pose' has width 2, the runtime needs 6"]
+    assert not (tmp_path / "out" / "d18.csv").exists()

@@ -14,7 +14,8 @@ from app.core import refiner as orr
 from tests.conftest import require_shared
 from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
 from trainer.mean_face import build_mean_face
-from trainer.or_fit import CascadeConfig, TrainingSet, fit_cascade, quantise_heatmaps, shape_basis
+from trainer.or_fit import (CascadeConfig, TrainingSet, fit_cascade, quantise_heatmaps, shape_basis,
+                            similarity_modes)
 
 SMALL = ["--copies", "2", "--stages", "2", "--trees-per-landmark", "1", "--depth", "2"]
 
@@ -59,6 +60,24 @@ def test_a_lower_shape_energy_keeps_fewer_components_that_still_hold_that_energy
         assert kept >= energy - 1e-9
         counts[energy] = len(basis) - 4
     assert counts[0.8] < counts[0.95] < counts[1.0]
+
+
+def test_a_shape_energy_of_one_keeps_every_residual_component_and_no_more():
+    """One dominant mode and 131 whose powers (2.5e-17 of it) vanish in a running sum but not in numpy's pairwise
+    total: a cumulative ratio never reaches 1 on any CPU. The basis must stop at the residual's rank, 2L − 4."""
+    mean_face = build_mean_face(require_shared("mean_face", "bfm68.txt"))
+    mean_shape = orr.mean_shape_of(mean_face)
+    rng = np.random.default_rng(2)
+    rigid = similarity_modes(mean_shape)
+    free = rng.normal(0, 1, (2 * LANDMARKS, 2 * LANDMARKS))
+    free = np.linalg.qr((free - (free @ rigid.T) @ rigid).T)[0].T[: 2 * LANDMARKS - 4]
+    mixing = np.linalg.qr(rng.normal(0, 1, (200, 2 * LANDMARKS - 4)))[0]
+    strengths = np.r_[1.0, np.full(2 * LANDMARKS - 5, 5e-9)]
+    displacements = (mixing * strengths) @ free
+    for energy, components in ((0.95, 1), (1.0, 2 * LANDMARKS - 4)):
+        basis, sigma = shape_basis(displacements, energy, mean_shape)
+        assert len(basis) - 4 == components and len(sigma) == len(basis)
+        assert np.allclose(basis @ basis.T, np.eye(len(basis)), atol=1e-9)
 
 
 def test_the_shape_model_keeps_its_minimum_of_components_when_one_mode_holds_the_energy():

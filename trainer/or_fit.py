@@ -14,7 +14,8 @@ Everything random comes from one ``numpy.random.Generator`` seeded by the caller
 The shape model comes first, from the displacements ``x_true − x⁰`` (in ``x⁰``'s frame) of the
 fully annotated samples: the four similarity modes of the mean shape (shift in x and y, scale,
 in-plane turn), which carry most of that energy because ``x⁰`` inherits the errors of ``pose_proj``,
-then an uncentred PCA of what they leave, keeping the components that hold ``shape_energy`` of it.
+then an uncentred PCA of what they leave, keeping the components that hold ``shape_energy`` of it
+(only those within its numerical rank, ``numerical_rank``: the basis never exceeds ``2L`` rows).
 Each component's RMS over the samples is its prior scale. Then stage 0 (``refiner.fit_to_peaks``)
 fits it to the network's heatmap peaks, exactly as the runtime does, and the tree stages start there,
 with their own model built the same way from what stage 0 leaves (``x_true − anchor``, in the
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 QUANTISATION = 255.0
 """Stored heatmaps are ``round(255 · h / max h)`` in uint8: a quarter of float32's memory, and the
 features are max-normalised anyway."""
+
+RANK_TOLERANCE = float(np.finfo(np.float64).eps)
+"""Relative rounding unit of ``numerical_rank``: float64's machine epsilon, as ``numpy.linalg.matrix_rank``."""
 
 
 @dataclass(frozen=True)
@@ -125,23 +129,51 @@ def similarity_modes(mean_shape: np.ndarray) -> np.ndarray:
     return np.linalg.qr(modes.T)[0].T
 
 
+def numerical_rank(singular: np.ndarray, shape: tuple[int, int]) -> int:
+    """How many of the descending ``singular`` values of an ``(M, N)`` matrix stand above rounding: those over
+    ``RANK_TOLERANCE · S.max() · max(M, N)`` (numpy's ``matrix_rank`` convention). Beyond them the SVD's rows
+    are arbitrary directions, which depend on the CPU's kernels (AVX2 against AVX-512), not on the data."""
+    if len(singular) == 0 or singular[0] <= 0:
+        return 0
+    return int((singular > singular[0] * max(shape) * RANK_TOLERANCE).sum())
+
+
+def energy_count(power: np.ndarray, energy: float) -> int:
+    """The fewest leading entries of the descending ``power`` whose dropped tail holds at most ``1 − energy`` of
+    the total. The tail is summed from its small end, so ``energy=1`` keeps every entry with power, whatever
+    order the sum's rounding takes (a cumulative ratio can stop at 0.9999999 and never reach 1)."""
+    tail = np.append(np.cumsum(power[::-1])[::-1], 0.0)
+    return int((tail > (1.0 - energy) * tail[0]).sum())
+
+
 def shape_basis(displacements: np.ndarray, energy: float, mean_shape: np.ndarray,
                 minimum: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The similarity modes of ``mean_shape`` then the uncentred PCA of what they leave of ``displacements``
     ``(M, 2L)`` (``energy`` of it kept, and at least ``minimum`` components where the displacements span that many):
-    orthonormal rows ``(K, 2L)`` and each row's coefficient RMS ``(K,)``."""
+    orthonormal rows ``(K, 2L)``, ``K ≤ 2L``, and each row's coefficient RMS ``(K,)``.
+
+    Only components within the residual's numerical rank count (``numerical_rank``; at most ``2L − 4``, since
+    the residual is orthogonal to the four similarity modes): past it an SVD row is noise, and a basis with
+    more than ``2L`` rows cannot be orthonormal."""
     if len(displacements) < 2:
         raise ValueError("the OR's shape basis needs at least two fully annotated training faces")
     rigid = similarity_modes(mean_shape)
     rest = displacements - (displacements @ rigid.T) @ rigid
     _, singular, rows = np.linalg.svd(rest, full_matrices=False)
-    power = singular ** 2
-    for_energy = min(int(np.searchsorted(np.cumsum(power) / max(power.sum(), 1e-300), energy) + 1), len(power))
-    rank = int((singular > singular[0] * 1e-8).sum()) if len(singular) else 0  # beyond it, SVD rows are arbitrary
-    keep = max(for_energy, min(minimum, rank))
-    basis = np.concatenate([rigid, rows[:keep]])
+    rank = min(numerical_rank(singular, rest.shape), rest.shape[1] - len(rigid))
+    keep = max(energy_count(singular[:rank] ** 2, energy), min(minimum, rank))
+    basis = np.concatenate([rigid, _orthonormal_beside(rigid, rows[:keep])])
     rms = np.sqrt(((displacements @ basis.T) ** 2).mean(0))
     return basis, np.maximum(rms, 1e-9)
+
+
+def _orthonormal_beside(rigid: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` with the span of ``rigid`` taken out and orthonormalised again, each keeping its direction. An SVD
+    row of a small singular value ``S_k`` is only accurate to about ``eps · S.max() / S_k``, which leaves it that
+    far from orthogonal to the similarity modes it was computed without."""
+    rows = rows - (rows @ rigid.T) @ rigid
+    q, r = np.linalg.qr(rows.T)
+    return (q * np.where(np.diag(r) < 0, -1.0, 1.0)).T
 
 
 def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig = CascadeConfig(), seed: int = 0,

@@ -147,10 +147,11 @@ class OnnxModel:
         inputs = self.session.get_inputs()
         if [i.name for i in inputs] != [model_io.INPUT_NAME]:
             raise ModelError(f"{self.path}: inputs {[i.name for i in inputs]}, expected [{model_io.INPUT_NAME!r}]")
-        names = [o.name for o in self.session.get_outputs()]
-        lacking = [name for name in outputs if name not in names]
+        declared = {o.name: o for o in self.session.get_outputs()}
+        lacking = [name for name in outputs if name not in declared]
         if lacking:
             raise ModelError(f"{self.path}: lacks output(s) {', '.join(lacking)}")
+        model_io.check_tensors(self.info, inputs, [declared[name] for name in outputs])
         self.output_names = list(outputs)
         batch = inputs[0].shape[0]
         self.max_batch: int | None = batch if isinstance(batch, int) and batch > 0 else None

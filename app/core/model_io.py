@@ -12,6 +12,8 @@ Outputs, all float32:
   ``visibility`` ``(N, L)`` probability that the landmark is visible, ``heatmaps`` ``(N, L, S, S)``
   the softmax heatmaps OR samples its features from.
 
+``check_tensors`` holds a model to these shapes when it opens (fixed sizes only; the batch is free).
+
 Metadata (``custom_metadata_map``, all strings): ``input_size``, ``landmarks``, ``mean`` and
 ``std`` (JSON lists), ``color`` (``RGB``), ``mean_face`` (JSON ``L×3`` list, the model's mean face
 in ``pose.py``'s frame), ``variant`` (``encoder`` or ``full``), ``format_version``; optional
@@ -27,6 +29,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -94,6 +97,58 @@ class ModelInfo:
             mean_face=np.asarray(json.loads(metadata["mean_face"]), dtype=np.float64),
             precision=metadata.get(PRECISION_KEY, "fp32"),
         )
+
+
+class TensorSpec(Protocol):
+    """A graph input or output as ONNX Runtime describes it (``onnxruntime.NodeArg``)."""
+
+    name: str
+    shape: Sequence[int | str | None] | None
+    type: str
+
+
+TENSOR_TYPE = "tensor(float)"
+_RUNTIME = "the runtime needs"
+_METADATA = "its metadata says"
+
+
+def contract_shapes(info: ModelInfo) -> dict[str, tuple[tuple[str, int | None, str], ...]]:
+    """Per input or output name, its dimensions as ``(what, size, who says so)``; ``None`` for the batch,
+    which may be anything. Sizes come from this module's contract or from the model's own metadata."""
+    size, count = info.input_size, info.landmarks
+    batch = ("batch", None, "")
+    pose = (batch, ("width", 6, _RUNTIME))
+    return {
+        INPUT_NAME: (batch, ("channel count", 3, _RUNTIME), ("height", size, _METADATA), ("width", size, _METADATA)),
+        "pose": pose,
+        "pose_proj": pose,
+        "landmarks": (batch, ("landmark count", count, _METADATA), ("coordinate count", 2, _RUNTIME)),
+        "visibility": (batch, ("landmark count", count, _METADATA)),
+        "heatmaps": (batch, ("landmark count", count, _METADATA), ("height", size, _METADATA),
+                     ("width", size, _METADATA)),
+    }
+
+
+def check_tensors(info: ModelInfo, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+    """``ModelError`` naming the file and the first tensor whose element type, rank or fixed size contradicts
+    the contract or the metadata: caught when the model opens, not as a traceback at its first inference.
+    Symbolic sizes (a dynamic batch) and unknown shapes pass."""
+    contract = contract_shapes(info)
+    for kind, specs in (("input", inputs), ("output", outputs)):
+        for spec in specs:
+            dims = contract.get(spec.name)
+            if dims is None:
+                continue
+            where = f"{info.path}: {kind} {spec.name!r}"
+            if spec.type != TENSOR_TYPE:
+                raise ModelError(f"{where} is {spec.type}, {_RUNTIME} {TENSOR_TYPE}")
+            shape = list(spec.shape or [])
+            if shape and len(shape) != len(dims):
+                names = ", ".join(what for what, _, _ in dims)
+                raise ModelError(f"{where} has {len(shape)} dimensions, {_RUNTIME} {len(dims)} ({names})")
+            for actual, (what, wanted, source) in zip(shape, dims):
+                if isinstance(actual, int) and actual > 0 and wanted is not None and actual != wanted:
+                    raise ModelError(f"{where} has {what} {actual}, {source} {wanted}")
 
 
 def build_metadata(variant: str, input_size: int, landmarks: int, mean: np.ndarray, std: np.ndarray,
