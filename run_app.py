@@ -2,7 +2,8 @@
 """Entry point of the head-pose app.
 
 ``python run_app.py [--source 0|PATH] [--mode pose|full] [--models DIR] [--smooth]`` opens the viewer;
-``python run_app.py process VIDEO [VIDEO …] --out DIR …`` processes videos without a window
+``python run_app.py process INPUT [INPUT …] --out DIR …`` processes videos, images and folders of them
+without a window
 (``app/core/process.py``; ``python run_app.py process --help`` lists its options).
 """
 from __future__ import annotations
@@ -21,12 +22,14 @@ def viewer_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="run_app.py", description="Real-time head pose viewer. Use 'run_app.py process --help' for headless runs.")
-    parser.add_argument("--source", default=None, metavar="0|PATH", help="camera index or video file to open at start")
+    parser.add_argument("--source", default=None, metavar="0|PATH",
+                        help="camera index or video file to open at start (default: none, the window opens empty)")
     parser.add_argument("--mode", choices=("pose", "full"), default="pose",
-                        help="pose: encoder only (fast); full: also landmarks and visibility")
+                        help="pose: encoder only (fast); full: also landmarks and visibility (default: %(default)s)")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, metavar="DIR",
-                        help="folder with mnn_encoder.onnx / mnn_full.onnx")
-    parser.add_argument("--smooth", action="store_true", help="One Euro smoothing of each face over time")
+                        help="folder with mnn_encoder.onnx / mnn_full.onnx (default: %(default)s)")
+    parser.add_argument("--smooth", action="store_true",
+                        help="One Euro smoothing of each face over time (default: off)")
     return parser
 
 

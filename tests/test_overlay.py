@@ -1,4 +1,5 @@
-"""Overlay: axes in the right colours and directions, landmark colours by visibility, a copy returned."""
+"""Overlay: axes in the right colours and directions, landmark colours by visibility, a copy returned, nothing
+about the run drawn, no ``-0``."""
 from __future__ import annotations
 
 import numpy as np
@@ -64,7 +65,26 @@ def test_landmarks_are_green_when_visible_and_red_when_occluded():
 
 def test_returns_an_annotated_copy_and_leaves_the_frame_alone():
     frame = np.zeros((SIZE, SIZE, 3), np.uint8)
-    image = draw_overlay(frame, frame_with(face()), fps=25.0)
+    image = draw_overlay(frame, frame_with(face()))
     assert not frame.any()
     assert image.shape == frame.shape and image.any()
     assert tuple(image[100, 200]) != (0, 0, 0)  # the box's top edge
+
+
+def test_nothing_about_the_run_is_drawn_so_the_frame_depends_on_the_faces_alone():
+    frame = np.zeros((480, 480, 3), np.uint8)
+    slow = FrameResult(index=0, time_s=0.0, faces=(face(),), timings_ms={"detect": 91.5, "infer": 40.2}, mode="pose")
+    fast = FrameResult(index=0, time_s=0.0, faces=(face(),), timings_ms={"detect": 3.1}, mode="pose")
+    assert np.array_equal(draw_overlay(frame, slow), draw_overlay(frame, fast))
+    empty = FrameResult(index=0, time_s=0.0, faces=(), timings_ms={"detect": 3.1}, mode="full")
+    assert not draw_overlay(frame, empty).any()
+
+
+def test_an_angle_that_rounds_to_zero_is_labelled_plus_0_whatever_its_sign():
+    def label_only(yaw: float) -> np.ndarray:
+        blank = np.zeros((SIZE, SIZE, 3), np.uint8)
+        return draw_overlay(blank, frame_with(face(yaw=yaw)), show_axes=False, show_box=False, show_landmarks=False)
+
+    assert label_only(-0.3).any()
+    assert np.array_equal(label_only(-0.3), label_only(0.3))
+    assert not np.array_equal(label_only(-0.6), label_only(0.3))

@@ -1,4 +1,8 @@
-"""Draws a ``FrameResult`` onto its frame: pose axes, angles, boxes, landmarks, FPS and stage times.
+"""Draws a ``FrameResult`` onto its frame: pose axes, angles, boxes and landmarks.
+
+Only what the frame shows is drawn, never the rate or stage times: those change from run to run,
+and an annotated video should depend on its input alone (the viewer shows them in its status bar).
+Angles are whole degrees with a sign and never ``-0`` (``pose.format_angle``).
 
 Colours (BGR): the head's x axis red, y axis green, z axis (the facing direction) blue, as
 ``pose.axes_endpoints`` gives them; landmarks green where the model thinks them visible
@@ -11,7 +15,7 @@ import cv2
 import numpy as np
 
 from app.core.pipeline import FaceResult, FrameResult
-from app.core.pose import axes_endpoints
+from app.core.pose import axes_endpoints, format_angle
 
 RED = (0, 0, 255)
 GREEN = (0, 255, 0)
@@ -22,7 +26,6 @@ SHADOW_COLOUR = (0, 0, 0)
 AXIS_COLOURS = (RED, GREEN, BLUE)
 VISIBLE_THRESHOLD = 0.5
 AXIS_SCALE = 0.6
-STAGE_ORDER = ("decode", "detect", "crop", "infer", "refine", "overlay")
 
 
 def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:
@@ -60,17 +63,10 @@ def draw_landmarks(image: np.ndarray, face: FaceResult) -> None:
             cv2.circle(image, _point(xy), radius, GREEN if seen else RED, -1, cv2.LINE_AA)
 
 
-def stats_lines(result: FrameResult, fps: float | None) -> list[str]:
-    """The status text: FPS and mode, then the milliseconds of each stage the result timed."""
-    head = f"{result.mode} mode" if fps is None else f"{fps:.1f} FPS  {result.mode} mode"
-    stages = [f"{k} {result.timings_ms[k]:.1f}" for k in STAGE_ORDER if k in result.timings_ms]
-    stages += [f"{k} {v:.1f}" for k, v in result.timings_ms.items() if k not in STAGE_ORDER]
-    return [head] + ([" ".join(stages) + " ms"] if stages else [])
-
-
 def draw_overlay(frame_bgr: np.ndarray, result: FrameResult, show_axes: bool = True, show_landmarks: bool = True,
-                 show_box: bool = True, fps: float | None = None) -> np.ndarray:
-    """An annotated copy of ``frame_bgr``: per face the box, id and angles, landmarks and axes; the stats top left."""
+                 show_box: bool = True) -> np.ndarray:
+    """An annotated copy of ``frame_bgr``: per face the box, id and angles, landmarks and axes; nothing about the
+    run (rates and stage times belong in the summary and the viewer's status bar)."""
     image = frame_bgr.copy()
     height, width = image.shape[:2]
     scale = max(0.35, min(width, height) / 900)
@@ -83,9 +79,8 @@ def draw_overlay(frame_bgr: np.ndarray, result: FrameResult, show_axes: bool = T
             draw_landmarks(image, face)
         if show_axes:
             draw_axes(image, face)
-        label = f"#{face.face_id} yaw {face.yaw:+.0f} pitch {face.pitch:+.0f} roll {face.roll:+.0f}"
+        yaw, pitch, roll = (format_angle(v, 0, signed=True) for v in (face.yaw, face.pitch, face.roll))
+        label = f"#{face.face_id} yaw {yaw} pitch {pitch} roll {roll}"
         x, y = _point(box[:2])
         _text(image, label, (max(0, x), max(line_height, y - 6)), scale)
-    for row, line in enumerate(stats_lines(result, fps)):
-        _text(image, line, (8, line_height * (row + 1)), scale)
     return image

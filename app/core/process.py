@@ -1,38 +1,47 @@
-"""Headless processing of video files: ``python run_app.py process VIDEO [VIDEO …] --out DIR``.
+"""Headless processing of videos and images: ``python run_app.py process INPUT [INPUT …] --out DIR``.
 
-For each input ``NAME.mp4`` it writes, into ``DIR``:
+An input is a video, a still image (a one-frame input, told by its suffix: ``video.IMAGE_SUFFIXES``)
+or a folder, which stands for the videos and images directly inside it, in name order. For each
+input ``NAME`` it writes, into ``DIR`` (``OUTPUTS``):
 
 - ``NAME.csv``: one row per frame per face, and one row with ``detected=0`` for a frame without a
   face (columns in ``csv_columns``). Each frame's rows are written and flushed as soon as the frame
   is done, so an interrupted run loses at most the frame in hand.
-- ``NAME.annotated.mp4`` (unless ``--no-video``): every decoded frame with the overlay.
+- ``NAME.annotated.mp4`` (unless ``--no-video``): every decoded frame with the overlay, H.264
+  (``video_writer.py``); ``NAME.annotated.png`` for an image.
+- ``NAME.pose.png``: yaw, pitch and roll against time (``pose_plot.py``); not for an image.
 - ``NAME.summary.json``: frame counts, faces, median milliseconds per stage, provider, mode, the
-  landmark refiner in use (``"refiner": "or.npz"`` in full mode with the occlusion-aware regressor,
-  else null), and whether the run was complete or interrupted.
+  landmark refiner (``"refiner": "or.npz"`` in full mode with the occlusion-aware regressor, else
+  null), and whether the run was complete, interrupted or stopped by an output error.
 
-``--resume`` continues a stopped run from its CSV: the rows already written are kept (the last
-frame's rows are redone, since a stop may have cut that frame short) and processing starts at the
-first frame not kept. An MP4 cannot be appended to, and one cut short by a kill has no index, so
-the annotated video is always written afresh: frames before the resume point are decoded again and
-redrawn from their CSV rows, without running the network. Only frames after the resume point are
-timed in the summary's ``median_ms``.
+Outputs of an earlier run are never overwritten silently: ``--resume`` continues that run,
+``--overwrite`` replaces it. ``--resume`` carries on from the CSV: the rows already written are
+kept (the last frame's rows are redone, since a stop may have cut that frame short) and processing
+starts at the first frame not kept. An MP4 cannot be appended to, and one cut short by a kill has
+no index, so the annotated video is always written afresh: frames before the resume point are
+decoded again and redrawn from their CSV rows, without running the network. Only frames after the
+resume point are timed in the summary's ``median_ms``.
 
-Exit codes: 0 done (also for a partly damaged video, with one line on stderr saying how much did
-not decode), 2 bad arguments or missing input, 3 unreadable video (other inputs are still
-processed), 4 model missing or invalid, 130 interrupted. Each error is one line on stderr.
+SIGTERM stops a run as Ctrl-C does. Exit codes: ``EXIT_MEANINGS`` (also in ``--help``); each error
+is one line on stderr naming the file.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import enum
 import json
 import logging
+import signal
 import statistics
 import sys
+import textwrap
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Callable, Iterator, Sequence, TextIO
 
 import cv2
 import numpy as np
@@ -43,26 +52,68 @@ from app.core.estimator import DEFAULT_MODELS_DIR, MODES
 from app.core.model_io import ModelError
 from app.core.overlay import draw_overlay
 from app.core.pipeline import FaceResult, FacePipeline, FrameLoop, FrameResult
-from app.core.video import VideoError, VideoSource
+from app.core.pose import format_angle
+from app.core.pose_plot import write_pose_plot
+from app.core.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, open_source
+from app.core.video_writer import VideoWriteError, VideoWriter
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_VIDEO = 3
-EXIT_MODEL = 4
-EXIT_INTERRUPTED = 130
+
+class ExitCode(enum.IntEnum):
+    """The exit codes of ``process``; their meanings are ``EXIT_MEANINGS``."""
+
+    OK = 0
+    USAGE = 2
+    INPUT = 3
+    MODEL = 4
+    OUTPUT = 5
+    INTERRUPTED = 130
+
+
+EXIT_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "done; also for a partly damaged video, processed as far as it decodes, with one line "
+                 "on stderr saying how many frames did not decode",
+    ExitCode.USAGE: "bad arguments, a missing input, a folder without videos or images, outputs of an earlier "
+                    "run (without --resume or --overwrite), or --resume on a CSV of another mode",
+    ExitCode.INPUT: "an input that cannot be read as a video or an image (the other inputs are still processed)",
+    ExitCode.MODEL: "a model file missing or invalid",
+    ExitCode.OUTPUT: "an output file (or the output folder) that cannot be written, with the system's reason "
+                     "(the other inputs are still processed; the summary is written where it can be; "
+                     "--resume continues)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); the summary is written, --resume continues",
+}
+"""What each exit code means. Where inputs fail for different reasons, the first failure's code is returned."""
+
+OUTPUTS: dict[str, str] = {
+    "NAME.csv": "one row per frame per face; a row with detected=0 for a frame without a face",
+    "NAME.annotated.mp4": "every decoded frame with the overlay, H.264 (not with --no-video)",
+    "NAME.annotated.png": "the same for an image input",
+    "NAME.pose.png": "yaw, pitch and roll against time, one line per face (not for an image)",
+    "NAME.summary.json": "counts, timings and settings of the run",
+}
+"""The files written for each input ``NAME``."""
 
 BASE_COLUMNS = ("frame", "time_s", "detected", "face_id", "score", "x1", "y1", "x2", "y2",
                 "yaw", "pitch", "roll", "tx", "ty", "tz")
 """Columns of every CSV; full mode appends ``lm{i}_x``, ``lm{i}_y``, ``lm{i}_vis`` per landmark ``i``."""
 
-VIDEO_FOURCC = "mp4v"
-"""MPEG-4 Part 2: the MP4 codec every OpenCV wheel can write."""
-
 
 class UsageError(Exception):
     """Bad arguments or inputs: exit code 2."""
+
+
+class OutputError(Exception):
+    """An output file that cannot be written: exit code 5. The message is one line naming it and why."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that it stops as on Ctrl-C."""
+
+
+def cannot_write(path: Path, error: OSError) -> OutputError:
+    """The ``OutputError`` for ``path``, with the system's reason (``strerror``)."""
+    return OutputError(f"{path}: cannot be written ({error.strerror or error})")
 
 
 def csv_columns(mode: str, landmarks: int) -> list[str]:
@@ -74,22 +125,27 @@ def csv_columns(mode: str, landmarks: int) -> list[str]:
     return columns
 
 
+def _fixed(value: float, decimals: int) -> str:
+    """``value`` with ``decimals`` places, never ``-0.00…`` (``pose.format_angle``'s rule, for any number)."""
+    return format_angle(value, decimals)
+
+
 def frame_rows(result: FrameResult, landmarks: int) -> list[list[str]]:
     """The CSV rows of one frame: one per face, or one ``detected=0`` row when there is none."""
-    frame, time_s = str(result.index), f"{result.time_s:.4f}"
+    frame, time_s = str(result.index), _fixed(result.time_s, 4)
     if not result.faces:
         width = len(csv_columns(result.mode, landmarks))
         return [[frame, time_s, "0"] + [""] * (width - 3)]
     rows = []
     for face in result.faces:
-        row = [frame, time_s, "1", str(face.face_id), f"{face.score:.4f}"]
-        row += [f"{v:.2f}" for v in face.box]
-        row += [f"{face.yaw:.4f}", f"{face.pitch:.4f}", f"{face.roll:.4f}"]
-        row += [f"{v:.6f}" for v in face.translation]
+        row = [frame, time_s, "1", str(face.face_id), _fixed(face.score, 4)]
+        row += [_fixed(v, 2) for v in face.box]
+        row += [format_angle(face.yaw, 4), format_angle(face.pitch, 4), format_angle(face.roll, 4)]
+        row += [_fixed(v, 6) for v in face.translation]
         if result.mode == "full":
             visibility = face.visibility if face.visibility is not None else np.full(landmarks, np.nan)
             for (x, y), vis in zip(face.landmarks, visibility):
-                row += [f"{x:.2f}", f"{y:.2f}", f"{vis:.4f}"]
+                row += [_fixed(x, 2), _fixed(y, 2), _fixed(vis, 4)]
         rows.append(row)
     return rows
 
@@ -108,16 +164,24 @@ def face_from_row(row: dict[str, str], landmarks: int) -> FaceResult:
 
 @dataclass
 class OutputPaths:
-    """The three files written for one input."""
+    """The files written for one input (``OUTPUTS``)."""
 
     csv: Path
     video: Path
+    """The annotated video, or the annotated PNG for an image input."""
+    plot: Path
     summary: Path
 
     @staticmethod
-    def for_input(video: Path, out_dir: Path) -> "OutputPaths":
-        name = video.stem
-        return OutputPaths(out_dir / f"{name}.csv", out_dir / f"{name}.annotated.mp4", out_dir / f"{name}.summary.json")
+    def for_input(path: Path, out_dir: Path) -> "OutputPaths":
+        name = path.stem
+        annotated = f"{name}.annotated.png" if is_image(path) else f"{name}.annotated.mp4"
+        return OutputPaths(out_dir / f"{name}.csv", out_dir / annotated, out_dir / f"{name}.pose.png",
+                           out_dir / f"{name}.summary.json")
+
+    def existing(self) -> list[Path]:
+        """The ones already there."""
+        return [p for p in (self.csv, self.video, self.plot, self.summary) if p.exists()]
 
 
 @dataclass
@@ -126,6 +190,8 @@ class ResumeState:
 
     start_index: int = 0
     complete: bool = False
+    append: bool = False
+    """Whether the CSV holds its header (and the rows kept), so that this run appends to it."""
     frames: int = 0
     faces: int = 0
     face_ids: set[int] = field(default_factory=set)
@@ -139,9 +205,11 @@ def read_resume_state(paths: OutputPaths, columns: list[str], mode: str, landmar
     """Trim ``paths.csv`` to the frames an earlier run finished and say where to carry on.
 
     A partial last line (a killed run) is dropped, and so are the rows of the last frame unless the
-    summary says the run was complete. ``keep_faces`` keeps the faces of each kept frame for
-    redrawing the annotated video. ``UsageError`` when the CSV has other columns (another mode or
-    landmark count).
+    summary says the run was complete. A CSV without a whole header line (empty, or cut short by a
+    kill before any row) holds nothing to resume: the run starts from the first frame, with a warning.
+    ``keep_faces`` keeps the faces of each kept frame for redrawing the annotated video.
+    ``UsageError`` when the CSV has a header of other columns (another mode or landmark count);
+    ``OutputError`` when it cannot be trimmed.
     """
     if not paths.csv.is_file():
         log.info("%s: nothing to resume, starting from the first frame", paths.csv)
@@ -150,9 +218,13 @@ def read_resume_state(paths: OutputPaths, columns: list[str], mode: str, landmar
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines.pop()
-    if not lines or lines[0].rstrip("\n") != ",".join(columns):
+    if not lines:
+        log.warning("%s: its header is %s and it holds no rows: nothing to resume, starting afresh from "
+                    "the first frame", paths.csv, "incomplete" if text else "empty")
+        return ResumeState()
+    if lines[0].rstrip("\n") != ",".join(columns):
         raise UsageError(f"{paths.csv}: its columns are not those of a {mode}-mode run with this model; "
-                         "run without --resume to start again")
+                         "run with --overwrite to start again")
     complete = False
     if paths.summary.is_file():
         try:
@@ -165,9 +237,12 @@ def read_resume_state(paths: OutputPaths, columns: list[str], mode: str, landmar
     last_frame = frame_of_line[-1] if rows else -1
     keep = len(rows) if complete else sum(1 for f in frame_of_line if f < last_frame)
     start_index = last_frame + 1 if complete else max(last_frame, 0)
-    paths.csv.write_text("".join(lines[:keep + 1]), encoding="utf-8")
+    try:
+        paths.csv.write_text("".join(lines[:keep + 1]), encoding="utf-8")
+    except OSError as error:
+        raise cannot_write(paths.csv, error) from error
 
-    state = ResumeState(start_index=start_index, complete=complete)
+    state = ResumeState(start_index=start_index, complete=complete, append=True)
     by_frame: dict[int, tuple[float, list[FaceResult]]] = {}
     for row in rows[:keep]:
         index = int(row["frame"])
@@ -188,23 +263,54 @@ def read_resume_state(paths: OutputPaths, columns: list[str], mode: str, landmar
 
 
 class CsvLog:
-    """Appends each frame's rows to the CSV and flushes them at once."""
+    """Appends each frame's rows to the CSV and flushes them at once; ``OutputError`` where it cannot take them."""
 
     def __init__(self, path: Path, columns: list[str], landmarks: int, append: bool) -> None:
+        self.path = path
         self.landmarks = landmarks
-        self._file: TextIO = path.open("a" if append else "w", encoding="utf-8", newline="")
+        try:
+            self._file: TextIO = path.open("a" if append else "w", encoding="utf-8", newline="")
+        except OSError as error:
+            raise cannot_write(path, error) from error
         self._writer = csv.writer(self._file, lineterminator="\n")
         if not append:
-            self._writer.writerow(columns)
+            self._write([columns])
+
+    def _write(self, rows: list[list[str]]) -> None:
+        try:
+            self._writer.writerows(rows)
             self._file.flush()
+        except OSError as error:
+            raise cannot_write(self.path, error) from error
 
     def write(self, result: FrameResult) -> None:
         """Write and flush the rows of ``result``."""
-        self._writer.writerows(frame_rows(result, self.landmarks))
-        self._file.flush()
+        self._write(frame_rows(result, self.landmarks))
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as error:
+            raise cannot_write(self.path, error) from error
+
+
+class AnnotatedImage:
+    """The annotated output of an image input: a PNG written whole on ``write`` (``OutputError`` if it cannot be)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, frame_bgr: np.ndarray) -> None:
+        ok, encoded = cv2.imencode(".png", frame_bgr)
+        if not ok:
+            raise OutputError(f"{self.path}: cannot be written (PNG encoding failed)")
+        try:
+            self.path.write_bytes(encoded.tobytes())
+        except OSError as error:
+            raise cannot_write(self.path, error) from error
+
+    def close(self) -> None:
+        """Nothing to finish: the file was written whole."""
 
 
 @dataclass
@@ -234,7 +340,8 @@ class RunStats:
 
 @dataclass
 class Options:
-    """The parsed command line of ``process``."""
+    """The parsed command line of ``process``; ``videos`` are the input files, videos or images (folders already
+    listed)."""
 
     videos: list[Path]
     out: Path
@@ -242,6 +349,7 @@ class Options:
     smooth: bool = False
     no_video: bool = False
     resume: bool = False
+    overwrite: bool = False
     models: Path = DEFAULT_MODELS_DIR
     max_frames: int | None = None
     detector: str = "blazeface"
@@ -254,40 +362,94 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (where it has one worth saying), and the epilog's tables as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.required or action.default in (None, argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        default = ("off" if action.default is False else "on") if isinstance(action.default, bool) else "%(default)s"
+        return f"{text} (default: {default})"
+
+
+def _epilog() -> str:
+    """``OUTPUTS`` and ``EXIT_MEANINGS`` as two tables of wrapped lines."""
+    def table(items: list[tuple[str, str]], width: int) -> str:
+        return "\n".join(textwrap.fill(meaning, 100, initial_indent=f"  {key:<{width}} ",
+                                        subsequent_indent=" " * (width + 3)) for key, meaning in items)
+
+    outputs = table(list(OUTPUTS.items()), 20)
+    codes = table([(str(int(code)), meaning) for code, meaning in EXIT_MEANINGS.items()], 4)
+    return f"outputs, for each input NAME, in DIR:\n{outputs}\n\nexit codes:\n{codes}"
+
+
 def build_parser(prog: str = "run_app.py process") -> argparse.ArgumentParser:
     """The ``process`` command's arguments."""
-    parser = _Parser(prog=prog, description="Estimate head pose in video files without a window.")
-    parser.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video files to process")
+    parser = _Parser(prog=prog, description="Estimate head pose in videos and images without a window.",
+                     epilog=_epilog(), formatter_class=_HelpFormatter)
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="video or image files, or folders: a folder stands for the videos and images "
+                             "directly inside it (by suffix, in name order; not this command's outputs)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if absent)")
     parser.add_argument("--mode", choices=sorted(MODES), default="pose",
                         help="pose: encoder only (fast); full: also landmarks and visibility")
     parser.add_argument("--smooth", action="store_true", help="One Euro smoothing of each face over time")
-    parser.add_argument("--no-video", action="store_true", help="write the CSV and summary only")
-    parser.add_argument("--resume", action="store_true", help="continue a stopped run from its CSV")
+    parser.add_argument("--no-video", action="store_true", help="write no annotated video or image")
+    rerun = parser.add_mutually_exclusive_group()
+    rerun.add_argument("--resume", action="store_true", help="continue a stopped run from its CSV")
+    rerun.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, metavar="DIR",
-                        help=f"folder with mnn_encoder.onnx / mnn_full.onnx (default {DEFAULT_MODELS_DIR})")
+                        help="folder with mnn_encoder.onnx / mnn_full.onnx")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N",
-                        help="stop before frame index N (a quick look at the start of a video)")
+                        help="stop before frame index N, a quick look at the start of a video (default: every frame)")
     parser.add_argument("--detector", choices=list(DETECTORS), default="blazeface", help="face detector")
     return parser
 
 
+OWN_OUTPUT_ENDINGS = (".annotated.mp4", ".annotated.png", ".pose.png")
+"""Files of these names in an input folder are this command's outputs (``--out`` the folder itself), not inputs."""
+
+
+def _folder_inputs(folder: Path) -> list[Path]:
+    """The videos and images directly inside ``folder``, by suffix, in name order, leaving out this command's
+    own outputs; ``UsageError`` for none."""
+    suffixes = set(IMAGE_SUFFIXES) | set(VIDEO_SUFFIXES)
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file()
+                   and not p.name.endswith(OWN_OUTPUT_ENDINGS))
+    if not found:
+        raise UsageError(f"{folder}: a folder without videos or images (files ending in "
+                         f"{', '.join(sorted(suffixes))})")
+    return found
+
+
 def parse_options(argv: Sequence[str]) -> Options:
-    """``Options`` from the command line; ``UsageError`` for bad arguments or missing inputs."""
+    """``Options`` from the command line; ``UsageError`` for bad arguments, missing inputs, empty folders,
+    two inputs of one name, or outputs of an earlier run without ``--resume`` or ``--overwrite``."""
     args = build_parser().parse_args(list(argv))
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError("--max-frames must be at least 1")
-    missing = [str(v) for v in args.videos if not v.is_file()]
-    if missing:
-        raise UsageError(f"{missing[0]}: no such file")
-    stems = [v.stem for v in args.videos]
+    inputs: list[Path] = []
+    for path in args.inputs:
+        if path.is_dir():
+            inputs += _folder_inputs(path)
+        elif path.is_file():
+            inputs.append(path)
+        else:
+            raise UsageError(f"{path}: no such file")
+    stems = [p.stem for p in inputs]
     clash = next((s for s in stems if stems.count(s) > 1), None)
     if clash is not None:
         raise UsageError(f"two inputs are named {clash!r}; their outputs would overwrite each other")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"{args.out}: exists and is not a folder")
-    return Options(videos=list(args.videos), out=args.out, mode=args.mode, smooth=args.smooth,
-                   no_video=args.no_video, resume=args.resume, models=args.models,
+    if not args.resume and not args.overwrite:
+        earlier = next((found for p in inputs for found in OutputPaths.for_input(p, args.out).existing()), None)
+        if earlier is not None:
+            raise UsageError(f"{earlier}: written by an earlier run; add --resume to continue it "
+                             "or --overwrite to replace it")
+    return Options(videos=inputs, out=args.out, mode=args.mode, smooth=args.smooth, no_video=args.no_video,
+                   resume=args.resume, overwrite=args.overwrite, models=args.models,
                    max_frames=args.max_frames, detector=args.detector)
 
 
@@ -295,46 +457,52 @@ class Interrupted(Exception):
     """Raised after an interrupted input's files are closed and its summary written."""
 
 
-def process_video(video: Path, options: Options, pipeline: FacePipeline) -> dict:
-    """Process one input into its CSV, annotated video and summary; returns the summary.
+def _close(close: Callable[[], None], failure: str | None) -> str | None:
+    """Run ``close``; return the first failure: ``failure`` if there already was one, else ``close``'s own."""
+    try:
+        close()
+    except (OutputError, VideoWriteError) as error:
+        return failure or str(error)
+    return failure
 
-    ``VideoError`` if it cannot be read; ``Interrupted`` (after writing everything) on Ctrl-C.
+
+def process_video(path: Path, options: Options, pipeline: FacePipeline) -> dict:
+    """Process one video or image into its CSV, annotated video (or PNG), pose plot and summary; returns the summary.
+
+    ``VideoError`` if it cannot be read; ``Interrupted`` (after writing everything) on Ctrl-C or
+    SIGTERM; ``OutputError`` (after writing the summary where it can) if an output cannot be written.
     """
     info = pipeline.load(options.mode)
     columns = csv_columns(options.mode, info.landmarks)
-    paths = OutputPaths.for_input(video, options.out)
+    paths = OutputPaths.for_input(path, options.out)
     state = ResumeState()
     if options.resume:
         state = read_resume_state(paths, columns, options.mode, info.landmarks, keep_faces=not options.no_video)
         if state.complete and (options.no_video or paths.video.is_file()):
-            log.info("%s: already complete in %s", video.name, paths.summary)
+            log.info("%s: already complete in %s", path.name, paths.summary)
             return json.loads(paths.summary.read_text(encoding="utf-8"))
 
-    with VideoSource(video) as source:
+    with open_source(path) as source:
         pipeline.reset_tracks()
         pipeline.tracker.seed(np.array(state.last_boxes).reshape(-1, 4), state.last_ids)
         if state.face_ids:
             pipeline.tracker.reserve_ids(max(state.face_ids))
-        writer = None
+        writer: VideoWriter | AnnotatedImage | None = None
         if not options.no_video:
-            writer = cv2.VideoWriter(str(paths.video), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), source.fps,
-                                     (source.width, source.height))
-            if not writer.isOpened():
-                raise UsageError(f"{paths.video}: cannot be written")
-        csv_log = CsvLog(paths.csv, columns, info.landmarks, append=options.resume and paths.csv.is_file())
+            writer = AnnotatedImage(paths.video) if is_image(path) else VideoWriter(paths.video, source.fps)
         stats = RunStats(frames=state.frames, faces=state.faces, face_ids=set(state.face_ids))
         total = source.frame_count
         if options.max_frames is not None:
             total = options.max_frames if total is None else min(total, options.max_frames)
-        bar = tqdm(total=total, desc=video.name, unit="frame", disable=None, file=sys.stderr)
-        fps_clock = _FpsClock()
-        loop = FrameLoop(source, pipeline, options.max_frames)
+        bar = tqdm(total=total, desc=path.name, unit="frame", disable=None, file=sys.stderr)
+        loop = FrameLoop(source, pipeline, options.max_frames)  # type: ignore[arg-type]  (an ImageSource reads alike)
+        csv_log: CsvLog | None = None
 
         def on_frame(frame: np.ndarray, result: FrameResult) -> None:
             overlay_ms = None
             if writer is not None:
                 start = time.perf_counter()
-                annotated = draw_overlay(frame, result, fps=fps_clock.tick())
+                annotated = draw_overlay(frame, result)
                 overlay_ms = (time.perf_counter() - start) * 1000.0
                 writer.write(annotated)
             csv_log.write(result)
@@ -347,20 +515,32 @@ def process_video(video: Path, options: Options, pipeline: FacePipeline) -> dict
                 writer.write(draw_overlay(frame, FrameResult(index, time_kept, faces, {}, options.mode)))
             bar.update(index + 1 - bar.n)
 
-        interrupted = False
+        interruption: KeyboardInterrupt | None = None
+        failure: str | None = None
         started = time.perf_counter()
         try:
+            csv_log = CsvLog(paths.csv, columns, info.landmarks, append=state.append)
             loop.run(on_frame, on_skipped, start_index=state.start_index)
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as stop:
+            interruption = stop
+        except (OutputError, VideoWriteError) as error:
+            failure = str(error)
         finally:
             bar.close()
-            csv_log.close()
+            if csv_log is not None:
+                failure = _close(csv_log.close, failure)
             if writer is not None:
-                writer.release()
+                failure = _close(writer.close, failure)
         elapsed = time.perf_counter() - started
+        plot = None
+        if interruption is None and failure is None and not is_image(path):
+            try:
+                write_pose_plot(paths.csv, paths.plot, title=path.name)
+                plot = str(paths.plot)
+            except OSError as error:
+                failure = str(cannot_write(paths.plot, error))
         summary = {
-            "input": str(video),
+            "input": str(path),
             "mode": options.mode,
             "smooth": options.smooth,
             "detector": options.detector,
@@ -378,74 +558,94 @@ def process_video(video: Path, options: Options, pipeline: FacePipeline) -> dict
             "fps": round(stats.processed_now / elapsed, 2) if elapsed > 0 and stats.processed_now else None,
             "resumed_from": state.start_index if options.resume else None,
             "max_frames": options.max_frames,
-            "interrupted": interrupted,
-            "complete": not interrupted and source.ended,
+            "interrupted": interruption is not None,
+            "complete": interruption is None and failure is None and source.ended,
+            "error": failure,
             "csv": str(paths.csv),
             "video": None if writer is None else str(paths.video),
+            "plot": plot,
         }
-    paths.summary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if interrupted:
-        raise Interrupted(f"interrupted: {video.name} stopped after frame {stats.frames - 1 if stats.frames else 0}; "
-                          f"rerun with --resume to continue")
+    try:
+        paths.summary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    except OSError as error:
+        failure = failure or str(cannot_write(paths.summary, error))
+    if interruption is not None:
+        cause = "SIGTERM" if isinstance(interruption, Terminated) else "Ctrl-C"
+        raise Interrupted(f"interrupted ({cause}): {path.name} stopped after frame "
+                          f"{stats.frames - 1 if stats.frames else 0}; rerun with --resume to continue")
+    if failure is not None:
+        raise OutputError(failure)
     return summary
-
-
-class _FpsClock:
-    """Frames per second of processing, smoothed over about ten frames, for the overlay."""
-
-    def __init__(self) -> None:
-        self._last: float | None = None
-        self._fps: float | None = None
-
-    def tick(self) -> float | None:
-        now = time.perf_counter()
-        if self._last is not None and now > self._last:
-            current = 1.0 / (now - self._last)
-            self._fps = current if self._fps is None else 0.9 * self._fps + 0.1 * current
-        self._last = now
-        return self._fps
 
 
 def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While active, SIGTERM raises ``Terminated`` (a ``KeyboardInterrupt``), so that it stops a run as Ctrl-C
+    does; only the main thread can take signals, elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def process_all(options: Options, pipeline: FacePipeline) -> list[ExitCode]:
+    """Process every input, reporting each one that fails in one line; returns their codes, in order."""
+    codes = []
+    for path in options.videos:
+        try:
+            summary = process_video(path, options, pipeline)
+        except VideoError as error:
+            _error(str(error))
+            codes.append(ExitCode.INPUT)
+            continue
+        except OutputError as error:
+            _error(str(error))
+            codes.append(ExitCode.OUTPUT)
+            continue
+        if summary.get("failed"):
+            print(f"{path.name}: {summary['failed']} of {summary['frames']} frames did not decode; "
+                  f"processed the {summary['decoded']} that did", file=sys.stderr)
+    return codes
+
+
 def main(argv: Sequence[str]) -> int:
-    """Run the ``process`` command; returns its exit code (see the module docstring)."""
+    """Run the ``process`` command; returns its exit code (``EXIT_MEANINGS``)."""
     try:
         options = parse_options(argv)
         options.out.mkdir(parents=True, exist_ok=True)
-    except UsageError as exc:
-        _error(str(exc))
-        return EXIT_USAGE
-    except OSError as exc:
-        _error(f"{options.out}: cannot create the output folder ({exc.strerror})")
-        return EXIT_USAGE
-    code = EXIT_OK
+    except UsageError as error:
+        _error(str(error))
+        return ExitCode.USAGE
+    except OSError as error:
+        _error(f"{options.out}: cannot create the output folder ({error.strerror})")
+        return ExitCode.OUTPUT
     try:
-        with FacePipeline(options.models, mode=options.mode, smooth=options.smooth,
-                          detector=options.detector) as pipeline:
+        with sigterm_as_interrupt(), FacePipeline(options.models, mode=options.mode, smooth=options.smooth,
+                                                  detector=options.detector) as pipeline:
             pipeline.load(options.mode)
-            for video in options.videos:
-                try:
-                    summary = process_video(video, options, pipeline)
-                except VideoError as exc:
-                    _error(str(exc))
-                    code = EXIT_VIDEO
-                    continue
-                if summary.get("failed"):
-                    print(f"{video.name}: {summary['failed']} of {summary['frames']} frames did not decode; "
-                          f"processed the {summary['decoded']} that did", file=sys.stderr)
-    except ModelError as exc:
-        _error(str(exc))
-        return EXIT_MODEL
-    except UsageError as exc:
-        _error(str(exc))
-        return EXIT_USAGE
-    except Interrupted as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_INTERRUPTED
+            codes = process_all(options, pipeline)
+    except ModelError as error:
+        _error(str(error))
+        return ExitCode.MODEL
+    except UsageError as error:
+        _error(str(error))
+        return ExitCode.USAGE
+    except Interrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return ExitCode.INTERRUPTED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return code
+        return ExitCode.INTERRUPTED
+    return codes[0] if codes else ExitCode.OK

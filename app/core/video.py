@@ -1,8 +1,11 @@
-"""Frame sources: a camera by index or a video file, read one decoded frame at a time.
+"""Frame sources: a camera by index, a video file, or a still image, read one decoded frame at a time.
 
 Frames that fail to decode are counted and skipped, never fatal: a damaged file yields what decodes
 and ``failed`` says how much did not. A camera that stops delivering frames ends the stream after
-a bounded number of failed grabs instead of hanging or raising.
+a bounded number of failed grabs instead of hanging or raising. A still image is a one-frame
+source (``ImageSource``); ``open_source`` tells images from videos by the file's suffix
+(``IMAGE_SUFFIXES``), not by its content, so that a damaged ``.png`` is reported as an image that
+does not decode rather than tried as a video.
 """
 from __future__ import annotations
 
@@ -24,6 +27,13 @@ CAMERA_FAILURE_LIMIT = 50
 
 CAMERA_RETRY_S = 0.02
 """Pause between failed camera grabs, so that the limit above spans about a second."""
+
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+"""Files read as one still image (``ImageSource``); compared in lower case."""
+
+VIDEO_SUFFIXES = (".avi", ".flv", ".m4v", ".mjpeg", ".mjpg", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts",
+                  ".webm", ".wmv")
+"""Files taken for videos when a folder is given as input (any other file given by name is tried as a video)."""
 
 
 class VideoError(RuntimeError):
@@ -68,14 +78,19 @@ class VideoSource:
         self._next_index = 0
         self._ended = False
         self._start = time.monotonic()
+        self._first_frame: np.ndarray | None = None
         if not self.is_camera and self.frame_count is None and not self._probe_first_frame():
             raise VideoError(f"{self.name}: not a readable video (no frame decodes)")
 
     def _probe_first_frame(self) -> bool:
-        """Whether a file of unknown length decodes at least one frame; rewinds afterwards."""
-        ok = self._capture.grab()
-        self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-        return bool(ok)
+        """Whether a file of unknown length decodes at least one frame. The frame is kept and handed out
+        as frame 0: such a stream (raw MJPEG, say) may not rewind, and seeking back to 0 can silently
+        leave it where it is, which would drop that frame and shift every later index."""
+        ok, frame = self._capture.read()
+        if not ok or frame is None:
+            return False
+        self._first_frame = frame
+        return True
 
     def read(self) -> tuple[int, float, np.ndarray] | None:
         """The next decoded frame as ``(index, time_s, frame_bgr)``, or ``None`` at the end of the stream."""
@@ -84,6 +99,10 @@ class VideoSource:
         return self._read_camera() if self.is_camera else self._read_file()
 
     def _read_file(self) -> tuple[int, float, np.ndarray] | None:
+        if self._first_frame is not None:
+            frame, self._first_frame = self._first_frame, None
+            self._next_index, self.decoded = 1, 1
+            return 0, 0.0, frame
         misses = 0
         while self.frame_count is None or self._next_index < self.frame_count:
             index = self._next_index
@@ -129,6 +148,7 @@ class VideoSource:
     def close(self) -> None:
         """Release the capture; safe to call twice."""
         self._capture.release()
+        self._first_frame = None
         self._ended = True
 
     def __enter__(self) -> "VideoSource":
@@ -136,3 +156,66 @@ class VideoSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def is_image(path: str | Path) -> bool:
+    """Whether ``path`` names a still image, by its suffix (``IMAGE_SUFFIXES``)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+class ImageSource:
+    """A still image as a source of one frame: index 0 at time 0, with ``VideoSource``'s attributes.
+
+    ``VideoError`` (one line naming the file) where the file is missing or does not decode as an image.
+    """
+
+    is_camera = False
+    fps = 1.0
+    frame_count = 1
+
+    def __init__(self, path: str | Path) -> None:
+        self.source = Path(path)
+        self.name = str(self.source)
+        if not self.source.is_file():
+            raise VideoError(f"{self.name}: no such file")
+        try:
+            data = np.fromfile(self.source, np.uint8)
+        except OSError as error:
+            raise VideoError(f"{self.name}: cannot be read ({error.strerror})") from error
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if image is None or image.size == 0:
+            raise VideoError(f"{self.name}: not a readable image (it does not decode)")
+        self._frame: np.ndarray | None = image
+        self._ended = False
+        self.height, self.width = image.shape[:2]
+        self.decoded = 1
+        self.failed = 0
+
+    def read(self) -> tuple[int, float, np.ndarray] | None:
+        """The image as ``(0, 0.0, frame_bgr)`` the first time, then ``None``."""
+        frame, self._frame = self._frame, None
+        if frame is None:
+            self._ended = True
+            return None
+        return 0, 0.0, frame
+
+    @property
+    def ended(self) -> bool:
+        """Whether ``read()`` has reached the end (the image has been handed out)."""
+        return self._ended
+
+    def close(self) -> None:
+        """Drop the image; safe to call twice."""
+        self._frame = None
+        self._ended = True
+
+    def __enter__(self) -> "ImageSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_source(path: str | Path) -> VideoSource | ImageSource:
+    """An ``ImageSource`` for a file with an image suffix, else a ``VideoSource``; ``VideoError`` if unreadable."""
+    return ImageSource(path) if is_image(path) else VideoSource(path)
