@@ -19,6 +19,9 @@ LEGEND_FACES = 10
 """Faces named in the legend; the rest are drawn and counted as ``+N more``."""
 EMPTY_RANGE_DEG = 45.0
 """Without faces the panels still span ±45° (and the video's duration), so the empty plot reads as one."""
+MIN_SPAN_DEG = 30.0
+"""Each panel spans at least 30° around its data, so a steady head's fraction-of-a-degree jitter does not
+fill the panel and read as a swing."""
 FIGURE_SIZE = (10.0, 7.5)
 DPI = 100
 """The PNG is ``FIGURE_SIZE · DPI`` pixels: 1000 × 750."""
@@ -124,6 +127,11 @@ def write_pose_plot(csv_path: Path, png_path: Path, title: str | None = None) ->
         axes[1].text(0.5, 0.5, "no face found", transform=axes[1].transAxes, ha="center", va="center",
                      fontsize=14, color="0.4", bbox={"facecolor": "white", "edgecolor": "none"})
     else:
+        for axis in axes:
+            low, high = axis.get_ylim()
+            if high - low < MIN_SPAN_DEG:
+                middle = (low + high) / 2
+                axis.set_ylim(middle - MIN_SPAN_DEG / 2, middle + MIN_SPAN_DEG / 2)
         if len(series) > LEGEND_FACES:
             handles.append(Line2D([], [], linestyle="none", label=f"+{len(series) - LEGEND_FACES} more"))
         figure.legend(handles=handles, loc="outside right upper", frameon=False)
