@@ -10,7 +10,7 @@ import numpy as np
 from app.core.crop import face_box_from_detection
 from tests.conftest import require_shared
 from tests.model_fixtures import random_models  # noqa: F401  (fixture)
-from trainer.evaluate import detected_box
+from trainer.evaluate import detected_box, mae_by_yaw_band
 
 
 def test_detector_crop_takes_the_detection_over_the_annotated_face_not_the_best_scored_one():
@@ -56,3 +56,35 @@ def test_evaluate_refuses_an_unknown_crop_with_exit_2(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "--crop" in result.stderr
+
+
+def test_yaw_bands_count_a_face_at_their_lower_edge_and_report_empty_bands_as_null():
+    true = np.array([[45.0, 0.0, 0.0], [-10.0, 5.0, 0.0], [30.0, 0.0, 0.0], [-60.0, 0.0, 0.0]])
+    pred = true + np.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [4.0, 0.0, 0.0], [0.0, 0.0, 6.0]])
+    bands = mae_by_yaw_band(pred, true)
+    assert list(bands) == ["0-30", "30-60", "60-90"]
+    assert bands["0-30"]["faces"] == 1 and bands["0-30"]["mae"]["pitch"] == 3.0
+    assert bands["30-60"]["faces"] == 2 and bands["30-60"]["mae"]["yaw"] == 3.0     # 45 and 30
+    assert bands["60-90"]["faces"] == 1 and bands["60-90"]["mae"]["roll"] == 6.0
+    empty = mae_by_yaw_band(pred[:2], true[:2])["60-90"]
+    assert empty == {"faces": 0, "mae": None}
+
+
+def test_yaw_bands_of_no_faces_are_all_null():
+    bands = mae_by_yaw_band(np.zeros((0, 3)), np.zeros((0, 3)))
+    assert all(band == {"faces": 0, "mae": None} for band in bands.values())
+
+
+def test_evaluate_reports_pose_mae_by_yaw_band_in_both_modes(random_models, tmp_path):
+    aflw = require_shared("aflw2000_mini")
+    for mode in ("pose", "full"):
+        out = tmp_path / f"{mode}.json"
+        result = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--model", str(random_models),
+                                 "--mode", mode, "--data", f"aflw2000:{aflw}", "--limit", "4", "--json", str(out)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        entry = json.loads(out.read_text())["datasets"][0]
+        bands = entry["mae_by_yaw_band"]
+        assert sum(band["faces"] for band in bands.values()) == entry["pose_faces"] == 4
+        assert ("mae_fc_pose_by_yaw_band" in entry) == (mode == "full")
+        assert f"({mode}) pose MAE by |yaw| 0-30:" in result.stdout

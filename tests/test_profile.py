@@ -1,6 +1,7 @@
 """Face profiling: turned heads rendered from afw faces, their labels, and the files the aflw2000 reader loads."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -47,7 +48,8 @@ def frontal(afw: Path) -> FaceSample:
 @pytest.fixture(scope="module")
 def generated(afw: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("profiled")
-    run = profile_datasets([f"300w:{afw}"], out, ProfileSettings(per_face=8, seed=3), limit=2, progress=False)
+    run = profile_datasets([f"300w:{afw}"], out, ProfileSettings(per_face=8, seed=3, mesh="bfm68"), limit=2,
+                           progress=False)
     return out, run
 
 
@@ -192,11 +194,13 @@ def test_pnp_on_real_turned_faces_stays_near_the_written_pose(generated) -> None
     assert np.median(errors) < 4.0 and max(errors) < 20.0
 
 
-def test_profiling_is_deterministic_for_a_seed(afw: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mesh", ["bfm68", "dense"])
+def test_profiling_is_deterministic_for_a_seed(afw: Path, tmp_path: Path, mesh: str) -> None:
     outputs = []
     for run, seed in enumerate((5, 5, 6)):
         out = tmp_path / str(run)
-        profile_datasets([f"300w:{afw}"], out, ProfileSettings(per_face=2, seed=seed), limit=1, progress=False)
+        profile_datasets([f"300w:{afw}"], out, ProfileSettings(per_face=2, seed=seed, mesh=mesh), limit=1,
+                         progress=False)
         outputs.append(sorted(out.rglob("*.jpg")))
     first, same, other = ([p.read_bytes() for p in paths] for paths in outputs)
     assert first == same and first != other
@@ -232,10 +236,20 @@ def test_plain_crop_of_a_profile_is_filled_by_its_visible_face(generated) -> Non
         assert crop.mask.all() and span[0] > 0.5 and span[1] > 0.65
 
 
-def test_cli_writes_images_mats_contact_sheet_and_summary(afw: Path, tmp_path: Path,
+@pytest.mark.parametrize("mesh", [None, "bfm68"])
+def test_cli_writes_images_mats_contact_sheet_and_summary(afw: Path, tmp_path: Path, mesh: str | None,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--data", f"300w:{afw}", "--out", str(tmp_path), "--per-face", "2", "--limit", "2"])
+    """The dense mesh is the default; ``--mesh bfm68`` keeps the 68-point path."""
+    main(["--data", f"300w:{afw}", "--out", str(tmp_path), "--per-face", "2", "--limit", "2"]
+         + ([] if mesh is None else ["--mesh", mesh]))
     assert len(list(tmp_path.rglob("*.jpg"))) == 4 == len(list(tmp_path.rglob("*.mat")))
     sheet = cv2.imread(str(tmp_path / "contact_sheet.png"))
     assert sheet is not None and sheet.shape[0] > 128 and sheet.shape[1] > 3 * 128
     assert (tmp_path / "summary.json").exists() and "wrote 4 images of 2 faces" in capsys.readouterr().out
+    assert json.loads((tmp_path / "summary.json").read_text())["settings"]["mesh"] == (mesh or "dense")
+
+
+def test_cli_refuses_an_unknown_mesh(afw: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", f"300w:{afw}", "--out", str(tmp_path), "--mesh", "bfm"])
+    assert exit_info.value.code == 2

@@ -14,6 +14,10 @@ landmark box and is left out. Reported per dataset:
 - NME in percent with three normalisers (outer-eye corners, pupils, box height): ``nme`` for the
   network alone (MNN, heatmap peaks) and, when the models folder holds ``or.npz``, ``nme_or`` for
   MNN+OR (the occlusion-aware regressor, ``app.core.refiner``) on the same faces, side by side;
+- pose MAE per |yaw| band of the ground truth (``YAW_BANDS``: 0–30°, 30–60°, 60–90°; a band's lower
+  edge belongs to it, the last takes everything from 60° on), beside the means: ``mae_by_yaw_band``
+  (and, in full mode, ``mae_fc_pose_by_yaw_band``), each band ``{"faces": n, "mae": {...}}`` with
+  ``mae`` null where the band is empty;
 - recall of occluded landmarks at 80% precision. Data without occlusion labels (300W) are scored on
   copies of each face with one synthetic rectangular occluder, seeded, drawn as in training.
 
@@ -57,6 +61,38 @@ CROPS = ("dataset", "detector")
 """Where ``evaluate_dataset`` takes each face's box: the dataset's landmark box, or the app's detector."""
 MATCH_IOU = 0.3
 """Least overlap of a detection with the annotated face's box for ``--crop detector`` to score it."""
+YAW_BANDS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
+"""|yaw| bands (degrees, of the ground truth) the pose MAE is also reported by."""
+
+
+def band_name(low: float, high: float) -> str:
+    """A band's key in the results, e.g. ``30-60``."""
+    return f"{low:g}-{high:g}"
+
+
+def mae_by_yaw_band(pred_deg: np.ndarray, true_deg: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Pose MAE per ``YAW_BANDS`` band of the true |yaw|: ``{"0-30": {"faces": n, "mae": {...} or None}, ...}``.
+
+    A face belongs to the band whose lower edge it reaches (yaw 30 counts in 30–60); the last band
+    also takes |yaw| beyond its upper edge, so every face counts once.
+    """
+    pred = np.asarray(pred_deg, np.float64).reshape(-1, 3)
+    true = np.asarray(true_deg, np.float64).reshape(-1, 3)
+    magnitude = np.abs(true[:, 0])
+    bands: dict[str, dict[str, Any]] = {}
+    for k, (low, high) in enumerate(YAW_BANDS):
+        last = k == len(YAW_BANDS) - 1
+        rows = (magnitude >= low) & ((magnitude < high) | last)
+        count = int(rows.sum())
+        bands[band_name(low, high)] = {"faces": count, "mae": pose_mae(pred[rows], true[rows]) if count else None}
+    return bands
+
+
+def band_line(bands: dict[str, dict[str, Any]]) -> str:
+    """The bands as one line of text: mean MAE and face count per band (``-`` where empty)."""
+    parts = (f"|yaw| {name}: {'-' if band['mae'] is None else format(band['mae']['mean'], '.2f')} (n={band['faces']})"
+             for name, band in bands.items())
+    return "  ".join(parts)
 
 
 def truth_pose(sample: FaceSample, mean_face: np.ndarray) -> np.ndarray | None:
@@ -158,10 +194,12 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
             vis_labels.append(~visible[mask])
     result: dict[str, Any] = {"data": spec, "faces": count, "undetected": missed, "mode": mode, "crop": crop,
                               "pose_faces": len(true_pose),
-                              "mae": pose_mae(np.array(pred_pose), np.array(true_pose)) if true_pose else None}
+                              "mae": pose_mae(np.array(pred_pose), np.array(true_pose)) if true_pose else None,
+                              "mae_by_yaw_band": mae_by_yaw_band(np.array(pred_pose), np.array(true_pose))}
     if mode == "full":
         result["pose_source"] = "PnP of the final landmarks (app.core.landmark_pose)"
         result["mae_fc_pose"] = pose_mae(np.array(network_pose), np.array(true_pose)) if true_pose else None
+        result["mae_fc_pose_by_yaw_band"] = mae_by_yaw_band(np.array(network_pose), np.array(true_pose))
         result["nme"] = {k: float(np.mean(v)) for k, v in nme.items()} if nme["inter_ocular"] else None
         result["nme_or"] = {k: float(np.mean(v)) for k, v in nme_or.items()} if nme_or["inter_ocular"] else None
         result["refiner"] = None if refiner is None else OR_FILE
@@ -222,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(text + "\n")
         for entry in results["datasets"]:
             print(json.dumps(entry))
+            print(f"{entry['data']} ({entry['mode']}) pose MAE by {band_line(entry['mae_by_yaw_band'])}")
         if "video_agreement" in results:
             print(json.dumps(results["video_agreement"]))
     return 0

@@ -1,11 +1,21 @@
 """Synthesise turned heads from 300W-style faces (face profiling, as 300W-LP was made from 300W).
 
 ``python -m trainer.profile --data 300w:../shared/data/300w/afw --data 300w:../shared/data/300w/helen_train
---out runs/profiled [--per-face 8] [--yaw-max 90] [--yaw-min 0] [--pitch-max 15] [--seed 0] [--limit N]`` fits each face
-(``trainer.profiling.fit``), builds its textured head mesh (``trainer.profiling.mesh``), turns it to
-``--per-face`` sampled poses and renders each (``trainer.profiling.turn``). Every rendering is written
-as ``OUT/<dataset folder>/<face>_<k>.jpg`` with a ``.mat`` in the AFLW2000-3D / 300W-LP layout, so
-``open_dataset("aflw2000:OUT")`` (alias ``300w-lp``) reads it back, plus ``OUT/contact_sheet.png``
+--out runs/profiled [--mesh dense|bfm68] [--per-face 8] [--yaw-max 90] [--yaw-min 0] [--pitch-max 15] [--seed 0]
+[--limit N]`` fits each face in 3D, textures it from its photograph, turns it to ``--per-face`` sampled
+poses and renders each. Two meshes:
+
+- ``dense`` (the default): the Basel Face Model's dense face (53,215 vertices), fitted by 3DDFA_V2's
+  regressor refined to the annotated landmarks (``trainer.profiling.dense_fit``), z-buffered with its
+  background following it (``trainer.profiling.dense_render``), as 300W-LP was made. Training faces
+  only (300W ``afw``, ``helen_train``): the regressor was trained on renders of ``helen_test``.
+  Target pitch is clipped to ±30°. Pose_Para's ``tx, ty`` are where the BFM origin projects and its
+  scale is pixels per BFM unit, as in AFLW2000-3D.
+- ``bfm68``: the 68-point mean face with a lofted head around it (``trainer.profiling.fit``, ``mesh``,
+  ``turn``), which draws the side of the head from the band around the photographed outline.
+
+Every rendering is written as ``OUT/<dataset folder>/<face>_<k>.jpg`` with a ``.mat`` in the AFLW2000-3D /
+300W-LP layout, so ``open_dataset("aflw2000:OUT")`` (alias ``300w-lp``) reads it back, plus ``OUT/contact_sheet.png``
 (each row a face's plain training crop, then crops of four of its turns; landmarks green where
 visible, red where self-occluded; the pose axes as in ``trainer.preview``) and ``OUT/summary.json``.
 
@@ -20,14 +30,16 @@ Choices:
   have. The face is mirrored first (image and landmarks, as a mirror augmentation) when that puts its
   yaw on the target's side, so it turns the shorter way, away from the side the photograph shows: the
   far side of the face, which the photograph foreshortens, goes out of view, and what comes into view
-  is the side and back of the head. Those are textured from the band just outside the photographed
-  head outline (usually hair), stretched (``trainer.profiling.mesh``). Faces turned back towards
+  is the side and back of the head. With ``bfm68`` those are textured from the band just outside the
+  photographed head outline (usually hair), stretched (``trainer.profiling.mesh``); with ``dense``, from
+  the mirror side or the nearest skin the photograph shows (``trainer.profiling.dense_render``). Faces turned back towards
   frontal (targets between the photographed yaw and its mirror) show their foreshortened side
   stretched, as 300W-LP's do.
-- Background. Held by a ring of fixed anchors around the head and bent radially between the old and
-  the new outline; the neck twists progressively so the shoulders stay put. The output is panned to
-  keep the face's landmark box where it was (the head turns about its neck and would otherwise swing
-  the face out of the picture); the strip uncovered at one edge is the photograph mirrored.
+- Background (``bfm68``; ``dense`` is described in ``trainer.profiling.dense_render``). Held by a ring
+  of fixed anchors around the head and bent radially between the old and the new outline; the neck
+  twists progressively so the shoulders stay put. The output is panned to keep the face's landmark box
+  where it was (the head turns about its neck and would otherwise swing the face out of the picture);
+  the strip uncovered at one edge is the photograph mirrored.
 - Landmarks (contour convention). The labels are the turned 3D landmarks projected, jaw points (0–16)
   included: fixed 3D points of the face, AFLW2000-3D's ``pt3d_68`` convention, which the aflw2000
   reader reads; not 300W's convention of moving the jaw points onto the visible contour. On turned
@@ -37,18 +49,20 @@ Choices:
   pose labels use only points 17–67 and do not see the choice. The photographs' own jaw points
   (contour convention) seed the fitted 3D jaw, so on faces photographed turned the fitted far jaw
   lies on the photographed outline rather than on the bone: a bias of a few pixels in those points.
-- Visibility. Self-occlusion, a z-buffer test at each landmark: occluded when a camera-facing triangle
-  of the face mesh lies in front of it, or when the surface around it faces away from the camera by
-  more than 10° (``render.occluded_vertices``, ``turn``). Far-side points go first (the far ear-level
-  jaw point at about 15° of yaw, the far eye by 60–75°); at 90° about 30 of the 68 are occluded.
-- Pose. The written angles are the target angles: the rotation applied composed with the fitted pose
-  (the turn is a rigid rotation of the fitted 3D face, so this is the rendered head's pose exactly).
-  PnP on the rendered landmarks drifts from it by the fitted shape's difference from the mean face
-  seen from a new side (median 1.8° of rotation for |yaw| < 30°, 2° to 60°, 4.5° near 90°, over
-  afw); on a face shaped like the mean face it recovers it to 0.1° (``tests/test_profile.py``).
-  ``Pose_Para`` = [pitch, yaw, roll (radians, ``app.core.pose``'s convention), tx, ty (where
-  the mean face's origin projects, 1-based pixels like ``pt3d_68``), 0, scale (pixels per mean-face
-  unit)]. ``pt3d_68`` rows: x, y (1-based pixels) and depth (pixels, towards the viewer).
+- Visibility (``bfm68``; ``dense`` tests its z-buffer at each keypoint). Self-occlusion, a z-buffer test
+  at each landmark: occluded when a camera-facing triangle of the face mesh lies in front of it, or when
+  the surface around it faces away from the camera by more than 10° (``render.occluded_vertices``,
+  ``turn``). Far-side points go first (the far ear-level jaw point at about 15° of yaw, the far eye by
+  60–75°); at 90° about 30 of the 68 are occluded.
+- Pose (figures for ``bfm68``). The written angles are the target angles: the rotation applied composed
+  with the fitted pose (the turn is a rigid rotation of the fitted 3D face, so this is the rendered
+  head's pose exactly). PnP on the rendered landmarks drifts from it by the fitted shape's difference
+  from the mean face seen from a new side (median 1.8° of rotation for |yaw| < 30°, 2° to 60°, 4.5° near
+  90°, over afw); on a face shaped like the mean face it recovers it to 0.1°
+  (``tests/test_profile.py``). ``Pose_Para`` = [pitch, yaw, roll (radians, ``app.core.pose``'s
+  convention), tx, ty (where the mean face's origin projects, 1-based pixels like ``pt3d_68``), 0, scale
+  (pixels per mean-face unit)]. ``pt3d_68`` rows: x, y (1-based pixels) and depth (pixels, towards the
+  viewer).
 """
 from __future__ import annotations
 
@@ -71,6 +85,9 @@ from trainer.datasets.sample import FaceSample
 from trainer.landmark_layouts import IBUG68
 from trainer.mean_face import build_mean_face
 from trainer.preview import contact_sheet, draw_crop
+from trainer.profiling.dense_fit import fit_dense
+from trainer.profiling.dense_render import DenseFace, DenseRender, DenseTexturer
+from trainer.profiling.face3d import Face3D
 from trainer.profiling.fit import FaceFit, fit_face
 from trainer.profiling.mesh import HeadMesh, HeadTopology, head_mesh, head_topology
 from trainer.profiling.turn import TurnedFace, turn_face
@@ -81,6 +98,10 @@ JPEG_QUALITY = 95
 SHEET_FACES = 12
 SHEET_TURNS = 4
 SHEET_CROP = 128
+MESHES = ("dense", "bfm68")
+DENSE_PITCH_LIMIT_DEG = 30.0
+HELD_OUT_FROM_REGRESSOR = ("helen_test",)
+"""Folders the dense fit refuses: 3DDFA_V2's regressor was trained on 300W-LP, rendered from them."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,7 @@ class ProfileSettings:
     pitch_max_deg: float = 15.0
     seed: int = 0
     yaw_min_deg: float = 0.0
+    mesh: str = "dense"
 
 
 def draw_targets(rng: np.random.Generator, settings: ProfileSettings) -> np.ndarray:
@@ -119,7 +141,7 @@ def mirror_face(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, n
 class Profiled:
     """One turned face ready to write: the rendering, the name of its source face, whether it was mirrored."""
 
-    turned: TurnedFace
+    turned: TurnedFace | DenseRender
     source: str
     mirrored: bool
 
@@ -158,6 +180,48 @@ class FaceProfiler:
         image, fit, mesh = self._fitted(mirrored)
         target = np.array([np.radians(yaw_deg), fit.pose[1] + np.radians(pitch_offset_deg), fit.pose[2]])
         return Profiled(turn_face(image, mesh, fit, target), self.sample.name, mirrored)
+
+
+class DenseProfiler:
+    """Turns one photographed face to any pose with the dense face; fits it on construction and its mirror
+    image once, when first needed (the same shorter-way rule as ``FaceProfiler``)."""
+
+    def __init__(self, sample: FaceSample, texturer: DenseTexturer) -> None:
+        if len(sample.landmarks) != 68:
+            raise ValueError(f"{sample.name}: dense profiling needs 68 landmarks, got {len(sample.landmarks)}")
+        self.sample = sample
+        self._texturer = texturer
+        self._faces: dict[bool, DenseFace] = {}
+        self._textured(False)
+
+    @property
+    def pose(self) -> np.ndarray:
+        """The photographed face's fitted (yaw, pitch, roll) in radians."""
+        return self._textured(False).fit.angles
+
+    def _textured(self, mirrored: bool) -> DenseFace:
+        if mirrored not in self._faces:
+            image, landmarks = self.sample.image, np.asarray(self.sample.landmarks, np.float64)
+            if mirrored:
+                image, landmarks = mirror_face(image, landmarks)
+            fit = fit_dense(image, landmarks, self._texturer.model)
+            self._faces[mirrored] = self._texturer.texture(fit, image)
+        return self._faces[mirrored]
+
+    def turn(self, yaw_deg: float, pitch_offset_deg: float) -> Profiled:
+        """The face turned to ``yaw_deg`` and its own pitch plus ``pitch_offset_deg`` (within ±30°, roll
+        kept), from the photograph or its mirror image, whichever has its yaw on the target's side."""
+        mirrored = bool(yaw_deg * self.pose[0] < 0)
+        face = self._textured(mirrored)
+        limit = np.radians(DENSE_PITCH_LIMIT_DEG)
+        pitch = float(np.clip(face.fit.angles[1] + np.radians(pitch_offset_deg), -limit, limit))
+        target = np.array([np.radians(yaw_deg), pitch, face.fit.angles[2]])
+        return Profiled(self._texturer.render(face, target), self.sample.name, mirrored)
+
+    def render(self, yaw_deg: float, pitch_deg: float) -> DenseRender:
+        """The face at exactly ``yaw_deg`` and ``pitch_deg`` (roll its own), turned the shorter way as ``turn``."""
+        face = self._textured(bool(yaw_deg * self.pose[0] < 0))
+        return self._texturer.render(face, np.array([np.radians(yaw_deg), np.radians(pitch_deg), face.fit.angles[2]]))
 
 
 def face_mat(profiled: Profiled) -> dict[str, np.ndarray | str]:
@@ -200,8 +264,23 @@ def profile_datasets(specs: Sequence[str], out: Path, settings: ProfileSettings 
     Face ``i`` of dataset ``d`` draws its poses from ``default_rng([seed, d, i])``: equal seeds give
     equal outputs whatever ``limit`` is.
     """
-    mean_face = build_mean_face()
-    topology = head_topology(mean_face)
+    if settings.mesh not in MESHES:
+        raise ValueError(f"unknown mesh {settings.mesh!r}; choose one of {', '.join(MESHES)}")
+    if settings.mesh == "dense":
+        held_out = [spec for spec in specs if parse_spec(spec)[1].name in HELD_OUT_FROM_REGRESSOR]
+        if held_out:
+            raise ValueError(f"the dense fit's regressor was trained on renders of {', '.join(held_out)}: "
+                             "profile training faces only")
+        texturer = DenseTexturer(Face3D())
+
+        def make_profiler(sample: FaceSample) -> FaceProfiler | DenseProfiler:
+            return DenseProfiler(sample, texturer)
+    else:
+        mean_face = build_mean_face()
+        topology = head_topology(mean_face)
+
+        def make_profiler(sample: FaceSample) -> FaceProfiler | DenseProfiler:
+            return FaceProfiler(sample, mean_face, topology)
     jobs = []
     for d, spec in enumerate(specs):
         _, path = parse_spec(spec)
@@ -215,8 +294,8 @@ def profile_datasets(specs: Sequence[str], out: Path, settings: ProfileSettings 
         sample = dataset[i]
         rng = np.random.default_rng([settings.seed, d, i])
         try:
-            profiler = FaceProfiler(sample, mean_face, topology)
-        except ValueError as error:
+            profiler = make_profiler(sample)
+        except (ValueError, np.linalg.LinAlgError) as error:
             log.warning("skipping %s: %s", sample.name, error)
             skipped.append(sample.name)
             continue
@@ -271,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH",
                         help="a dataset of 68-landmark faces to turn (repeatable), e.g. 300w:../shared/data/300w/afw")
     parser.add_argument("--out", type=Path, required=True, help="output folder (an aflw2000-kind dataset)")
+    parser.add_argument("--mesh", choices=MESHES, default="dense",
+                        help="dense: the BFM dense face fitted by 3DDFA_V2, z-buffered (training faces only); "
+                             "bfm68: the 68-point mean face with a lofted head")
     parser.add_argument("--per-face", type=int, default=8, help="turned renderings per face")
     parser.add_argument("--yaw-max", type=float, default=90.0, help="target yaw range ±degrees")
     parser.add_argument("--yaw-min", type=float, default=0.0,
@@ -290,9 +372,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             parse_spec(spec)
     except ValueError as error:
         parser.error(str(error))
-    settings = ProfileSettings(args.per_face, args.yaw_max, args.pitch_max, args.seed, args.yaw_min)
+    settings = ProfileSettings(args.per_face, args.yaw_max, args.pitch_max, args.seed, args.yaw_min, args.mesh)
     start = time.perf_counter()
-    run = profile_datasets(args.data, args.out, settings, args.limit)
+    try:
+        run = profile_datasets(args.data, args.out, settings, args.limit)
+    except ValueError as error:
+        parser.error(str(error))
     wall = time.perf_counter() - start
     if not run.written:
         raise SystemExit("no face could be profiled")
