@@ -19,12 +19,13 @@ from app.native_logs import quiet_native_logs
 def viewer_parser() -> argparse.ArgumentParser:
     """The viewer's arguments."""
     from app.core.estimator import DEFAULT_MODELS_DIR
+    from app.core.model_io import MODES
 
     parser = argparse.ArgumentParser(
         prog="run_app.py", description="Real-time head pose viewer. Use 'run_app.py process --help' for headless runs.")
     parser.add_argument("--source", default=None, metavar="0|PATH",
                         help="camera index or video file to open at start (default: none, the window opens empty)")
-    parser.add_argument("--mode", choices=("pose", "full"), default="pose",
+    parser.add_argument("--mode", choices=list(MODES), default="pose",
                         help="pose: encoder only (fast); full: also landmarks and visibility (default: %(default)s)")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, metavar="DIR",
                         help="folder with mnn_encoder.onnx / mnn_full.onnx (default: %(default)s)")

@@ -9,8 +9,8 @@ landmarks (``app.core.landmark_pose``). The first ``--warmup`` frames (graph sta
 allocations) are processed but not measured; model loading is never measured. Speed is measured
 here, never by timed tests.
 
-Exit codes as for ``run_app.py process``: 2 bad arguments or missing file, 3 unreadable video,
-4 model missing or invalid.
+Exit codes (``app.core.exit_codes``) as for ``run_app.py process``: 2 bad arguments or missing file,
+3 unreadable video, 4 model missing or invalid.
 """
 from __future__ import annotations
 
@@ -30,10 +30,12 @@ quiet_native_logs()
 import numpy as np  # noqa: E402  (after the native log settings, which are read at import)
 
 from app.core.detector import DETECTORS  # noqa: E402
-from app.core.estimator import DEFAULT_MODELS_DIR, MODES  # noqa: E402
-from app.core.model_io import PRECISIONS, ModelError  # noqa: E402
-from app.core.overlay import draw_overlay  # noqa: E402
-from app.core.pipeline import FacePipeline, FrameLoop, FrameResult  # noqa: E402
+from app.core.estimator import DEFAULT_MODELS_DIR  # noqa: E402
+from app.core.exit_codes import ExitCode  # noqa: E402
+from app.core.model_io import MODES, PRECISIONS, ModelError  # noqa: E402
+from app.core.overlay import draw_timed  # noqa: E402
+from app.core.pipeline import FacePipeline, FrameLoop  # noqa: E402
+from app.core.results import FrameResult  # noqa: E402
 from app.core.video import VideoError, VideoSource  # noqa: E402
 
 STAGES = ("decode", "detect", "crop", "infer", "refine", "overlay")
@@ -52,13 +54,11 @@ def benchmark(video: Path, mode: str, frames: int, models: Path, warmup: int = 5
         clock: dict[str, float] = {}
 
         def on_frame(frame: np.ndarray, result: FrameResult) -> None:
-            start = time.perf_counter()
-            draw_overlay(frame, result)
-            overlay_ms = (time.perf_counter() - start) * 1000.0
+            _, result = draw_timed(frame, result)
             if result.index < warmup:
                 clock["start"] = time.perf_counter()
                 return
-            for key, value in {**result.timings_ms, "overlay": overlay_ms}.items():
+            for key, value in result.timings_ms.items():
                 stages.setdefault(key, []).append(value)
             faces.append(len(result.faces))
             if "refine" in result.timings_ms:
@@ -103,25 +103,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.video.is_file():
         print(f"error: {args.video}: no such file", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     if args.frames < 1 or args.warmup < 0:
         print("error: --frames must be at least 1 and --warmup at least 0", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         report = benchmark(args.video, args.mode, args.frames, args.models, args.warmup, args.detector,
                            args.precision)
     except VideoError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return ExitCode.INPUT
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 4
+        return ExitCode.MODEL
     text = json.dumps(report, indent=2)
     print(text)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n", encoding="utf-8")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

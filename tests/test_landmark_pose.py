@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from app.core.crop import from_normalised, to_normalised
-from app.core.estimator import EstimatorOutput, PoseEstimator
-from app.core.landmark_pose import pose_from_landmarks, pose_of_landmarks
+from app.core.estimator import PoseEstimator
+from app.core.landmark_pose import pose_from_landmarks, with_landmark_pose
 from app.core.model_io import ModelInfo
 from app.core.pipeline import FacePipeline, crop_faces
 from app.core.pose import fit_pose, project
+from app.core.results import EstimatorOutput
 from tests.conftest import require_shared
 from tests.model_fixtures import random_models  # noqa: F401  (fixture)
 from trainer.mean_face import build_mean_face
@@ -36,7 +37,7 @@ def _output(landmarks: np.ndarray) -> EstimatorOutput:
 def test_full_mode_pose_is_the_pose_that_projects_the_mean_face_onto_the_landmarks() -> None:
     landmarks = np.stack([from_normalised(project(p, MEAN_FACE), SIZE) for p in TRUE_POSES])
     out = _output(landmarks)
-    posed = pose_of_landmarks(out, _info())
+    posed = with_landmark_pose(out, _info())
     np.testing.assert_allclose(posed.pose[:, :3], np.degrees(TRUE_POSES[:, :3]), atol=1e-3)
     np.testing.assert_allclose(posed.pose[:, 3:], TRUE_POSES[:, 3:], atol=1e-4)
     assert posed.pose.dtype == np.float32
@@ -47,7 +48,7 @@ def test_the_jaw_line_does_not_move_the_pose() -> None:
     landmarks = from_normalised(project(TRUE_POSES[0], MEAN_FACE), SIZE)
     moved = landmarks.copy()
     moved[:17] += 9.0
-    first, second = pose_of_landmarks(_output(np.stack([landmarks, moved])), _info()).pose
+    first, second = with_landmark_pose(_output(np.stack([landmarks, moved])), _info()).pose
     np.testing.assert_allclose(first, second, atol=1e-4)
 
 
@@ -55,7 +56,7 @@ def test_a_face_whose_landmarks_give_no_pose_keeps_the_network_pose() -> None:
     landmarks = np.stack([from_normalised(project(TRUE_POSES[0], MEAN_FACE), SIZE)] * 2)
     landmarks[1, 17:] = np.nan
     out = _output(landmarks)
-    posed = pose_of_landmarks(out, _info())
+    posed = with_landmark_pose(out, _info())
     np.testing.assert_array_equal(posed.pose[1], out.pose[1])
     assert not np.allclose(posed.pose[0], out.pose[0])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.core.overlay import BLUE, GREEN, RED, draw_overlay
-from app.core.pipeline import FaceResult, FrameResult
+from app.core.overlay import BLUE, GREEN, RED, draw_overlay, draw_timed
+from app.core.results import FaceResult, FrameResult
 from app.core.pose import axes_endpoints
 
 SIZE = 400
@@ -88,3 +88,12 @@ def test_an_angle_that_rounds_to_zero_is_labelled_plus_0_whatever_its_sign():
     assert label_only(-0.3).any()
     assert np.array_equal(label_only(-0.3), label_only(0.3))
     assert not np.array_equal(label_only(-0.6), label_only(0.3))
+
+
+def test_draw_timed_draws_what_draw_overlay_draws_and_adds_the_overlay_stage_time():
+    frame = np.zeros((480, 480, 3), np.uint8)
+    result = frame_with(face())
+    image, timed = draw_timed(frame, result, show_axes=False)
+    assert np.array_equal(image, draw_overlay(frame, result, show_axes=False))
+    assert list(timed.timings_ms) == [*result.timings_ms, "overlay"] and timed.timings_ms["overlay"] >= 0.0
+    assert timed.faces == result.faces and "overlay" not in result.timings_ms

@@ -116,3 +116,8 @@ def test_transform_angles_mirror_negates_yaw_and_roll() -> None:
 def test_transform_angles_in_plane_turn_of_a_frontal_face_is_pure_roll() -> None:
     turned = pose.transform_angles(np.zeros(3), 20.0, False)
     np.testing.assert_allclose(np.abs(np.degrees(turned)), [0, 0, 20], atol=1e-9)
+
+
+def test_wrap_degrees_brings_any_angle_into_minus_180_to_180() -> None:
+    wrapped = pose.wrap_degrees(np.array([0.0, 179.0, 180.0, -180.0, 190.0, -190.0, 725.0]))
+    np.testing.assert_allclose(wrapped, [0.0, 179.0, -180.0, -180.0, -170.0, 170.0, 5.0])

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from app.core import process
-from app.core.pipeline import FaceResult, FacePipeline, FrameResult
+from app.core.exit_codes import ExitCode
+from app.core.pipeline import FacePipeline
+from app.core.results_csv import BASE_COLUMNS
 from tests.conftest import ROOT, require_shared
 from tests.model_fixtures import LANDMARKS, random_models  # noqa: F401  (fixture)
 
@@ -116,7 +118,7 @@ def test_one_row_per_face_and_a_detected_0_row_for_a_frame_without_faces(mixed_v
     assert all(r["face_id"] == "" and r["yaw"] == "" for r in rows[3:5])
     assert len({r["face_id"] for r in rows[5:]}) == 2
     assert rows[0]["time_s"] == "0.0000" and rows[1]["time_s"] == "0.1000"
-    assert list(rows[0])[:15] == list(process.BASE_COLUMNS)
+    assert list(rows[0])[:15] == list(BASE_COLUMNS)
     assert len(rows[0]) == 15 + 3 * LANDMARKS
     assert 0.0 <= float(rows[0]["lm0_vis"]) <= 1.0
     summary = json.loads((tmp_path / "mixed.summary.json").read_text())
@@ -387,14 +389,6 @@ def test_two_runs_of_one_input_write_byte_identical_videos_and_csvs(random_model
     assert decoded_h264(tmp_path / "one" / "d18.annotated.mp4") == ("h264", 6, (480, 480))
 
 
-def test_csv_numbers_never_print_minus_zero():
-    face = FaceResult(face_id=1, box=np.array([-0.001, 10.0, 20.0, 30.0]), score=0.9, yaw=-0.00001, pitch=-0.0,
-                      roll=-1e-7, translation=np.array([-1e-9, 0.5, -0.0]), landmarks=None, visibility=None)
-    row = process.frame_rows(FrameResult(0, 0.0, (face,), {}, "pose"), 68)[0]
-    assert not any(value.startswith("-0") and float(value) == 0 for value in row), row
-    assert row[5] == "0.00" and row[9:12] == ["0.0000"] * 3 and row[12] == "0.000000"
-
-
 def test_the_summary_names_the_refiner_as_the_readme_documents(tmp_path):
     image = require_shared("biwi_mini", "hpdb", "01", "frame_00166_rgb.png")
     assert run(image, "--out", tmp_path, "--mode", "full", "--no-video") == 0
@@ -410,7 +404,7 @@ def test_help_shows_defaults_outputs_and_exit_codes():
     assert "(default: pose)" in shown and "(default: blazeface)" in shown and "(default: every frame)" in shown
     for name in process.OUTPUTS:
         assert name in shown
-    for code in process.ExitCode:
+    for code in ExitCode:
         assert f"\n  {int(code):<4} " in shown
     viewer = subprocess.run([sys.executable, str(ROOT / "run_app.py"), "--help"], capture_output=True, text=True,
                             cwd=ROOT)

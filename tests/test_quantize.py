@@ -12,11 +12,11 @@ import pytest
 
 from app.core import model_io
 from app.core.estimator import PoseEstimator
+from app.core.exit_codes import ExitCode
 from app.core.model_io import ENCODER_FILE, FULL_FILE, ModelError, file_sha256, int8_file
 from tests.conftest import require_shared
 from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
 from trainer import quantize
-from trainer.cli import MODEL_ERROR_EXIT
 
 CPU = ["CPUExecutionProvider"]
 
@@ -171,6 +171,6 @@ def test_quantize_command_writes_both_int8_models_and_a_precision_json(random_mo
 
 def test_quantize_command_without_models_is_one_line_and_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture):
     code = quantize.main(["--model", str(tmp_path / "none"), "--data", f"300w:{tmp_path}"])
-    assert code == MODEL_ERROR_EXIT
+    assert code == ExitCode.MODEL
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and ENCODER_FILE in err

@@ -17,11 +17,11 @@ import pytest
 from app.bench import benchmark
 from app.core import refiner as orr
 from app.core.crop import from_normalised
-from app.core.estimator import EstimatorOutput
 from app.core.model_io import ModelError, ModelInfo
 from app.core.pipeline import FacePipeline
 from app.core.pose import TZ_MIN, project, rotation_matrix
 from app.core.process import main as process_main
+from app.core.results import EstimatorOutput
 from tests.conftest import require_shared
 from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
 from trainer.landmark_layouts import IBUG68

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.core.smoothing import FaceSmoother, OneEuroFilter, OneEuroParams, wrap_degrees
+from app.core.pose import wrap_degrees
+from app.core.smoothing import FaceSmoother, OneEuroFilter, OneEuroParams
 
 
 def run_filter(filt: OneEuroFilter, values: np.ndarray, fps: float = 30.0) -> np.ndarray:

@@ -17,10 +17,8 @@ def test_reads_every_frame_of_a_good_file_with_index_and_time():
     with VideoSource(path) as source:
         assert source.fps == pytest.approx(30.0)
         assert source.frame_count == 216
-        items = []
-        while (item := source.read()) is not None:
-            items.append(item)
-        assert source.read() is None
+        items = list(source)  # iterating is read() until None
+        assert source.read() is None and source.ended
     assert [i for i, _, _ in items] == list(range(216))
     assert items[30][1] == pytest.approx(1.0)
     assert items[0][2].shape == (480, 480, 3) and items[0][2].dtype == np.uint8

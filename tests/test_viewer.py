@@ -28,7 +28,7 @@ from PyQt6.QtTest import QTest
 from PyQt6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from app.core.model_io import ENCODER_FILE
-from app.core.pipeline import FaceResult, FrameResult
+from app.core.results import FaceResult, FrameResult
 from app.core.video import VideoError
 from app.ui import camera_menu, main_window
 from app.ui.angle_plot import (PLOT_WINDOW_S, SELECTION_LOST_S, AngleAxis, AnglePlot, FaceFollower, Sample,

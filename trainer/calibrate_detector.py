@@ -16,6 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from app.core.detector import create_detector
+from app.core.exit_codes import ExitCode
+from trainer.cli import report_error
 from trainer.datasets.registry import open_dataset
 
 
@@ -51,12 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = box_relations(args.data, args.detector)
     if len(rows) == 0:
-        print("error: the detector found none of the faces", file=sys.stderr)
-        return 2
+        return report_error(ValueError("the detector found none of the faces"))
     median, spread = np.median(rows, 0), rows.std(0)
     print(json.dumps({"faces": len(rows), "dx": round(float(median[0]), 4), "dy": round(float(median[1]), 4),
                       "scale": round(float(median[2]), 4), "std": [round(float(v), 4) for v in spread]}))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

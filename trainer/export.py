@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from app.core import model_io
+from app.core.exit_codes import ExitCode
 from trainer.checkpoint import load_model
+from trainer.cli import report_error
 from trainer.mean_face import build_mean_face
 from trainer.mnn import MNN, heatmap_softmax
 
@@ -128,13 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         paths = export_random_models(args.out, args.input_size, args.landmarks)
     else:
         if not args.checkpoint.is_file():
-            print(f"error: checkpoint {args.checkpoint} does not exist", file=sys.stderr)
-            return 2
+            return report_error(ValueError(f"checkpoint {args.checkpoint} does not exist"))
         model, mean_face = load_model(args.checkpoint)
         paths = export_models(model, mean_face, args.out)
     for path in paths:
         print(path)
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.core.pose import wrap_degrees
 from trainer.landmark_layouts import LandmarkLayout
 
 
 def angle_errors(pred_deg: np.ndarray, true_deg: np.ndarray) -> np.ndarray:
     """Absolute angle differences in degrees, wrapped into [0, 180]."""
-    diff = (np.asarray(pred_deg, dtype=np.float64) - np.asarray(true_deg, dtype=np.float64) + 180.0) % 360.0 - 180.0
-    return np.abs(diff)
+    return np.abs(wrap_degrees(np.asarray(pred_deg, dtype=np.float64) - np.asarray(true_deg, dtype=np.float64)))
 
 
 def pose_mae(pred_deg: np.ndarray, true_deg: np.ndarray) -> dict[str, float]:

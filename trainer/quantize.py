@@ -55,8 +55,8 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from tqdm import tqdm
 
 from app.core import model_io
-from app.core.estimator import MODES, PoseEstimator
-from app.core.model_io import ModelError, ModelInfo
+from app.core.estimator import PoseEstimator
+from app.core.model_io import MODES, ModelError, ModelInfo
 from app.core.pipeline import crop_faces, finish_full_mode
 from app.core.refiner import OcclusionAwareRegressor
 from trainer.cli import report_error

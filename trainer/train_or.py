@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from app.core import refiner as orr
 from app.core.estimator import PoseEstimator
+from app.core.exit_codes import ExitCode
 from app.core.model_io import ModelError
 from trainer.augment import AugmentConfig, Augmentation, apply_augmentation, draw_augmentation
 from trainer.datasets.dataset import FaceDataset
@@ -177,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.copies < 1 or args.stages < 1 or args.trees_per_landmark < 1 or args.depth < 1 \
             or not 0.0 <= args.val_fraction < 1.0 or (args.limit is not None and args.limit < 1) \
             or not 0.0 < args.shape_energy <= 1.0 or args.min_shape_components < 0:
-        print("error: --copies, --stages, --trees-per-landmark, --depth and --limit must be at least 1, "
-              "--val-fraction in [0, 1), --shape-energy in (0, 1] and --min-shape-components at least 0", file=sys.stderr)
-        return 2
+        return report_error(ValueError("--copies, --stages, --trees-per-landmark, --depth and --limit must be at "
+                                       "least 1, --val-fraction in [0, 1), --shape-energy in (0, 1] and "
+                                       "--min-shape-components at least 0"))
     out_path = args.out if args.out is not None else args.model / orr.OR_FILE
     config = CascadeConfig(stages=args.stages, trees_per_landmark=args.trees_per_landmark, depth=args.depth,
                            shrinkage=args.shrinkage, shape_energy=args.shape_energy,
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"held-out training faces ({validation['faces']}): NME inter-ocular MNN {validation['nme_mnn']:.2f}%, "
               f"MNN+OR {validation['nme_mnn_or']:.2f}%")
     print(json.dumps({"out": str(out_path), "config": asdict(config), "validation": validation}))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -39,14 +39,13 @@ can differ by 90° in pitch and roll (3DDFA_V2's own ``matrix2angle`` also snaps
 rotations (``rotation_diff_deg``, convention-free), and the per-angle figures on the frames where the
 reference's |yaw| is below ``NEAR_PROFILE_DEG``; the plot shades the frames above it.
 
-Exit codes (``trainer.cli``): 0 done, 2 bad input (missing video, malformed or incomplete CSV,
-timestamps that disagree), 4 model missing or invalid, 130 interrupted; each error is one line naming
-the file.
+Exit codes (``app.core.exit_codes``, through ``trainer.cli``): 0 done, 2 bad input (missing video,
+malformed or incomplete CSV, timestamps that disagree), 4 model missing or invalid, 130 interrupted;
+each error is one line naming the file.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
@@ -60,10 +59,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from app.core import pose
-from app.core.estimator import MODES
-from app.core.model_io import PRECISIONS, ModelError
+from app.core.exit_codes import ExitCode, UsageError
+from app.core.model_io import MODES, PRECISIONS, ModelError
 from app.core.pipeline import FacePipeline
-from app.core.process import Interrupted, Options, UsageError, process_video
+from app.core.process import Interrupted, Options, process_video
+from app.core.results_csv import read_results, read_rows
 from app.core.video import VideoError
 from trainer.cli import report_error
 
@@ -72,17 +72,12 @@ log = logging.getLogger(__name__)
 REFERENCE_COLUMNS = ("frame", "timestamp", "pitch", "yaw", "roll")
 """Columns of a 3DDFA_V2 per-frame CSV (degrees, 3DDFA_V2's own convention)."""
 
-OURS_COLUMNS = ("frame", "time_s", "detected", "x1", "y1", "x2", "y2", "yaw", "pitch", "roll")
-"""Columns of ``process``'s per-frame CSV that this command reads."""
-
 ANGLES = ("yaw", "pitch", "roll")
 NEAR_PROFILE_DEG = 70.0
 """Reference |yaw| from which pitch and roll are too close to gimbal lock to compare one by one."""
 TURN_BANDS = (0.0, 30.0, 60.0, 75.0, 85.0, 95.0, 180.0)
 """Edges of the bands ``agreement`` breaks its figures into: degrees between where the reference's face
 looks and the camera (85–95° is a full profile; past 90° the face looks away); the last band is closed."""
-
-EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -125,21 +120,8 @@ def tddfa_to_ours(pitch_yaw_roll_deg: np.ndarray) -> np.ndarray:
 
 
 def _read_rows(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    """The rows of a CSV with at least the ``required`` columns; ``ValueError`` naming ``path`` otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise ValueError(f"{path}: missing column(s) {', '.join(missing)} "
-                                 f"(expected {', '.join(required)})")
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"{path}: not a readable CSV ({exc})") from exc
+    """The rows of a CSV with at least the ``required`` columns (``results_csv.read_rows``), and at least one."""
+    rows = read_rows(path, required)[1]
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
@@ -183,28 +165,17 @@ def read_3ddfa_csv(path: Path) -> AngleTrack:
 
 
 def read_process_csv(path: Path) -> AngleTrack:
-    """Our per-frame CSV as ``run_app.py process`` writes it; one face per frame, the largest box."""
-    path = Path(path)
-    rows = _read_rows(path, OURS_COLUMNS)
-    by_frame: dict[int, tuple[float, float, list[float]]] = {}
-    for line, row in enumerate(rows, start=2):
-        index = _frame(path, line, row)
-        time_s = _number(path, line, row, "time_s")
-        _, best_area, best = by_frame.get(index, (time_s, -1.0, [math.nan] * 3))
-        if row["detected"] == "1":
-            x1, y1, x2, y2 = (_number(path, line, row, c) for c in ("x1", "y1", "x2", "y2"))
-            area = (x2 - x1) * (y2 - y1)
-            if area > best_area:
-                best_area, best = area, [_number(path, line, row, c) for c in ANGLES]
-        by_frame[index] = (time_s, best_area, best)
-    frames = np.array(sorted(by_frame))
-    return AngleTrack(frames, np.array([by_frame[f][0] for f in frames]),
-                      np.array([by_frame[f][2] for f in frames], dtype=np.float64).reshape(-1, 3))
-
-
-def _wrap(degrees: np.ndarray) -> np.ndarray:
-    """Angle differences folded into [-180, 180)."""
-    return (degrees + 180.0) % 360.0 - 180.0
+    """Our per-frame CSV as ``run_app.py process`` writes it, read by ``results_csv.read_results``; one face
+    per frame, the largest box, NaN angles where there is none."""
+    frames = sorted(read_results(Path(path)), key=lambda f: f.index)
+    if not frames:
+        raise ValueError(f"{path}: no rows")
+    angles = []
+    for frame in frames:
+        largest = max(frame.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), default=None)
+        angles.append([math.nan] * 3 if largest is None else [largest.yaw, largest.pitch, largest.roll])
+    return AngleTrack(np.array([f.index for f in frames]), np.array([f.time_s for f in frames]),
+                      np.array(angles, dtype=np.float64).reshape(-1, 3))
 
 
 def rotation_difference(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -245,7 +216,7 @@ def agreement(ours: AngleTrack, reference: AngleTrack) -> dict[str, Any]:
                          f"(more than half a frame, {step / 2:.4f} s): not the same frames")
     has_face = ~np.isnan(ours.angles[oi]).any(axis=1) if len(oi) else np.zeros(0, bool)
     o, r = ours.angles[oi[has_face]], reference.angles[ri[has_face]]
-    diff = np.abs(_wrap(o - r))
+    diff = np.abs(pose.wrap_degrees(o - r))
     rotation = rotation_difference(o, r)
     below = np.abs(r[:, 0]) < NEAR_PROFILE_DEG
     return {
@@ -447,14 +418,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_error(exc)
     except (Interrupted, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     kept = args.from_csv or args.csv
     output = {"model": None if args.from_csv else str(args.model), "mode": None if args.from_csv else args.mode,
               **ran, "video": None if args.video is None else str(args.video),
               "ours_csv": None if kept is None else str(kept), "reference": str(args.reference),
               "plot": str(args.plot), **result}
     print(json.dumps(output, indent=2))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

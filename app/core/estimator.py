@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,18 +27,13 @@ import numpy as np
 import onnxruntime as ort
 
 from app.core import model_io
-from app.core.model_io import ModelError, ModelInfo
+from app.core.model_io import MODES, ModelError, ModelInfo, check_mode
+from app.core.results import EstimatorOutput
 
 log = logging.getLogger(__name__)
 
 ORT_SEVERITY_ERROR = 3
 ort.set_default_logger_severity(ORT_SEVERITY_ERROR)
-
-MODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "pose": (model_io.ENCODER_FILE, "encoder", model_io.ENCODER_OUTPUTS),
-    "full": (model_io.FULL_FILE, "full", model_io.FULL_OUTPUTS),
-}
-"""Mode → (model file, metadata ``variant``, outputs it must have)."""
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 """Execution providers in order of preference; those ONNX Runtime lacks are skipped."""
@@ -75,22 +69,6 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
-
-
-@dataclass(frozen=True)
-class EstimatorOutput:
-    """The network's outputs for a batch of ``N`` crops, in the ``model_io`` units.
-
-    ``pose`` and ``pose_proj`` are ``(N, 6)``: yaw, pitch, roll in degrees, then tx, ty, tz.
-    Full mode adds ``landmarks`` ``(N, L, 2)`` in crop pixels, ``visibility`` ``(N, L)`` and
-    ``heatmaps`` ``(N, L, S, S)``; pose-only mode leaves them ``None``.
-    """
-
-    pose: np.ndarray
-    pose_proj: np.ndarray
-    landmarks: np.ndarray | None = None
-    visibility: np.ndarray | None = None
-    heatmaps: np.ndarray | None = None
 
 
 def auto_precision(models_dir: Path, mode: str) -> tuple[str, str]:
@@ -189,8 +167,7 @@ class PoseEstimator:
 
     def model(self, mode: str) -> OnnxModel:
         """The session for ``mode`` (``pose`` or ``full``), opened on first use; ``ModelError`` if unusable."""
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        check_mode(mode)
         with self._lock:
             if mode not in self._models:
                 model, why = self._open(mode)

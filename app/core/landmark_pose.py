@@ -17,9 +17,9 @@ import dataclasses
 import numpy as np
 
 from app.core.crop import to_normalised
-from app.core.estimator import EstimatorOutput
 from app.core.model_io import ModelInfo
 from app.core.pose import fit_pose
+from app.core.results import EstimatorOutput
 
 INNER_POINTS = slice(17, 68)
 LANDMARK_COUNT = 68
@@ -34,7 +34,8 @@ def pnp_weights(mask: np.ndarray) -> np.ndarray:
 
 
 def pose_from_landmarks(landmarks: np.ndarray, mask: np.ndarray, mean_face: np.ndarray) -> np.ndarray | None:
-    """``(yaw, pitch, roll, tx, ty, tz)`` (radians; translation in the landmarks' unit) or None.
+    """The fit itself, for one face: ``(yaw, pitch, roll, tx, ty, tz)`` (radians; translation in the
+    landmarks' unit) or None. The trainer labels faces with it; ``with_landmark_pose`` applies it to a batch.
 
     None when the layout is not the mean face's (68 points) or fewer than 6 usable inner points remain.
     """
@@ -46,8 +47,9 @@ def pose_from_landmarks(landmarks: np.ndarray, mask: np.ndarray, mean_face: np.n
     return fit_pose(landmarks, mean_face, weights)
 
 
-def pose_of_landmarks(out: EstimatorOutput, info: ModelInfo) -> EstimatorOutput:
-    """Full-mode ``out`` with ``pose`` replaced by the PnP pose of its landmarks (degrees, crop units).
+def with_landmark_pose(out: EstimatorOutput, info: ModelInfo) -> EstimatorOutput:
+    """Full-mode ``out`` with ``pose`` replaced by ``pose_from_landmarks`` of each face's landmarks (degrees,
+    crop units): how full mode reports its pose.
 
     ``pose_proj`` is kept. A face whose landmarks give no pose (another layout, non-finite points)
     keeps the network's ``fc_pose``.

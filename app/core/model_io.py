@@ -46,6 +46,20 @@ PRECISIONS = ("auto", "fp32", "int8")
 PRECISION_FILE = "precision.json"
 PRECISION_FORMAT = "1"
 
+MODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "pose": (ENCODER_FILE, "encoder", ENCODER_OUTPUTS),
+    "full": (FULL_FILE, "full", FULL_OUTPUTS),
+}
+"""Mode → (model file, metadata ``variant``, outputs it must have): ``pose`` runs the encoder only,
+``full`` the full model (landmarks and visibility too)."""
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` itself when it is one of ``MODES``; else a ``ValueError`` naming the modes there are."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    return mode
+
 
 def int8_file(filename: str) -> str:
     """``mnn_encoder.onnx`` → ``mnn_encoder.int8.onnx``: the INT8 variant's name beside its fp32 model."""

@@ -11,11 +11,14 @@ are as long as ``AXIS_SCALE`` × the box side, so they scale with the face.
 """
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import cv2
 import numpy as np
 
-from app.core.pipeline import FaceResult, FrameResult
 from app.core.pose import axes_endpoints, format_angle
+from app.core.results import FaceResult, FrameResult
 
 RED = (0, 0, 255)
 GREEN = (0, 255, 0)
@@ -84,3 +87,13 @@ def draw_overlay(frame_bgr: np.ndarray, result: FrameResult, show_axes: bool = T
         x, y = _point(box[:2])
         _text(image, label, (max(0, x), max(line_height, y - 6)), scale)
     return image
+
+
+def draw_timed(frame_bgr: np.ndarray, result: FrameResult, show_axes: bool = True, show_landmarks: bool = True,
+               show_box: bool = True) -> tuple[np.ndarray, FrameResult]:
+    """``draw_overlay``'s image, and ``result`` with the milliseconds it took added as the ``overlay`` stage:
+    how the headless command, the viewer and the benchmark all time drawing."""
+    start = time.perf_counter()
+    image = draw_overlay(frame_bgr, result, show_axes, show_landmarks, show_box)
+    overlay_ms = (time.perf_counter() - start) * 1000.0
+    return image, dataclasses.replace(result, timings_ms={**result.timings_ms, "overlay": overlay_ms})

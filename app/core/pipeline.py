@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,10 +30,11 @@ import numpy as np
 
 from app.core import crop, model_io
 from app.core.detector import MIN_SCORE, create_detector
-from app.core.estimator import DEFAULT_MODELS_DIR, MODES, EstimatorOutput, PoseEstimator
-from app.core.landmark_pose import pose_of_landmarks
-from app.core.model_io import ModelInfo
+from app.core.estimator import DEFAULT_MODELS_DIR, PoseEstimator
+from app.core.landmark_pose import with_landmark_pose
+from app.core.model_io import ModelInfo, check_mode
 from app.core.refiner import OR_FILE, OcclusionAwareRegressor
+from app.core.results import EstimatorOutput, FaceResult, FrameResult
 from app.core.smoothing import FaceSmoother
 from app.core.tracking import IouTracker
 from app.core.video import VideoSource
@@ -47,48 +47,13 @@ AUTO_REFINER = "auto"
 """``FacePipeline(refiner=AUTO_REFINER)``: use ``or.npz`` from the models folder when it is there."""
 
 
-@dataclass(frozen=True)
-class FaceResult:
-    """One face in one frame: its tracked id, detector box and score, pose, and (full mode) landmarks."""
-
-    face_id: int
-    box: np.ndarray
-    """``(4,)`` x1, y1, x2, y2 in frame pixels (the detector's box)."""
-    score: float
-    yaw: float
-    pitch: float
-    roll: float
-    """Angles in degrees, ``pose.py``'s convention."""
-    translation: np.ndarray
-    """``(3,)`` tx, ty, tz as the model outputs them (normalised crop coordinates, ``pose.py``)."""
-    landmarks: np.ndarray | None
-    """``(L, 2)`` frame pixels, full mode only."""
-    visibility: np.ndarray | None
-    """``(L,)`` probability that each landmark is visible, full mode only."""
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """Every face found in one frame, with the time each stage took."""
-
-    index: int
-    time_s: float
-    faces: tuple[FaceResult, ...]
-    timings_ms: dict[str, float]
-    mode: str
-    refiner: str | None = None
-    """The label of the refiner that placed the landmarks (``"OR"``), or None (pose mode, or none in use)."""
-    precision: str | None = None
-    """``fp32`` or ``int8``: what the network ran at for this frame (None where no network ran)."""
-
-
 def finish_full_mode(batch: np.ndarray | None, out: EstimatorOutput, info: ModelInfo,
                      refiner: Refiner | None) -> EstimatorOutput:
     """Full mode after the network: the refiner's landmarks where there is one, then the pose fitted to the
     final landmarks. The viewer, the headless command, evaluation and quantisation all finish this way."""
     if refiner is not None:
         out = refiner(batch, out, info)
-    return pose_of_landmarks(out, info)
+    return with_landmark_pose(out, info)
 
 
 def check_frame(frame_bgr: np.ndarray) -> None:
@@ -137,7 +102,7 @@ class FacePipeline:
                  detector: str = "blazeface", providers: list[str] | None = None,
                  refiner: Refiner | str | None = AUTO_REFINER, min_score: float = MIN_SCORE,
                  precision: str = "auto") -> None:
-        self._check_mode(mode)
+        check_mode(mode)
         self._mode = mode
         self._smooth = smooth
         self._restart_filters = False
@@ -157,11 +122,6 @@ class FacePipeline:
         else:
             self.refiner = refiner
 
-    @staticmethod
-    def _check_mode(mode: str) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-
     @property
     def mode(self) -> str:
         """``pose`` (encoder only) or ``full`` (landmarks and visibility too)."""
@@ -170,9 +130,8 @@ class FacePipeline:
 
     def set_mode(self, mode: str) -> None:
         """Switch mode from the next frame on; ``ValueError`` for an unknown mode."""
-        self._check_mode(mode)
         with self._settings_lock:
-            self._mode = mode
+            self._mode = check_mode(mode)
 
     @property
     def smoothing(self) -> bool:

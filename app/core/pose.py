@@ -30,6 +30,11 @@ TZ_MIN = 0.05
 """Smallest distance ``tz`` a network prediction is clamped to before ``project``; keeps ``1 / tz`` finite."""
 
 
+def wrap_degrees(angles: Any) -> np.ndarray:
+    """Angles in degrees brought into [-180, 180): the one rule for angle differences and wrapped smoothing."""
+    return (np.asarray(angles, dtype=np.float64) + 180.0) % 360.0 - 180.0
+
+
 def rotation_matrix(angles: Any, xp: Any = np) -> Any:
     """Rotation (image-like frame) for ``angles[..., :3]`` = (yaw, pitch, roll) in radians."""
     yaw, pitch, roll = angles[..., 0], angles[..., 1], angles[..., 2]

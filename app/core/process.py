@@ -5,8 +5,9 @@ or a folder, which stands for the videos and images directly inside it, in name 
 input ``NAME`` it writes, into ``DIR`` (``OUTPUTS``):
 
 - ``NAME.csv``: one row per frame per face, and one row with ``detected=0`` for a frame without a
-  face (columns in ``csv_columns``). Each frame's rows are written and flushed as soon as the frame
-  is done, so an interrupted run loses at most the frame in hand.
+  face (``results_csv.py``: the columns, writing, reading back, resume trimming). Each frame's rows
+  are written and flushed as soon as the frame is done, so an interrupted run loses at most the
+  frame in hand.
 - ``NAME.annotated.mp4`` (unless ``--no-video``): every decoded frame with the overlay, H.264
   (``video_writer.py``); ``NAME.annotated.png`` for an image.
 - ``NAME.pose.png``: yaw, pitch and roll against time (``pose_plot.py``); not for an image.
@@ -22,15 +23,13 @@ no index, so the annotated video is always written afresh: frames before the res
 decoded again and redrawn from their CSV rows, without running the network. Only frames after the
 resume point are timed in the summary's ``median_ms``.
 
-SIGTERM stops a run as Ctrl-C does. Exit codes: ``EXIT_MEANINGS`` (also in ``--help``); each error
-is one line on stderr naming the file.
+SIGTERM stops a run as Ctrl-C does. Exit codes: ``exit_codes.ExitCode``, worded for this command in
+``EXIT_MEANINGS`` (also in ``--help``); each error is one line on stderr naming the file.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import enum
 import json
 import logging
 import signal
@@ -38,38 +37,28 @@ import statistics
 import sys
 import textwrap
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TextIO
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from app.core.detector import DETECTORS
-from app.core.estimator import DEFAULT_MODELS_DIR, MODES
-from app.core.model_io import ModelError
-from app.core.overlay import draw_overlay
-from app.core.pipeline import FaceResult, FacePipeline, FrameLoop, FrameResult
-from app.core.pose import format_angle
+from app.core.estimator import DEFAULT_MODELS_DIR
+from app.core.exit_codes import ExitCode, OutputError, UsageError, cannot_write
+from app.core.frame_rate import FrameRate
+from app.core.model_io import MODES, ModelError
+from app.core.overlay import draw_overlay, draw_timed
+from app.core.pipeline import FacePipeline, FrameLoop
 from app.core.pose_plot import write_pose_plot
+from app.core.results import FrameResult
+from app.core.results_csv import CsvLog, ResumeState, csv_columns, resume_from_csv
 from app.core.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, open_source
 from app.core.video_writer import VideoWriteError, VideoWriter
 
 log = logging.getLogger(__name__)
-
-
-class ExitCode(enum.IntEnum):
-    """The exit codes of ``process``; their meanings are ``EXIT_MEANINGS``."""
-
-    OK = 0
-    USAGE = 2
-    INPUT = 3
-    MODEL = 4
-    OUTPUT = 5
-    INTERRUPTED = 130
-
 
 EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "done; also for a partly damaged video, processed as far as it decodes, with one line "
@@ -94,72 +83,9 @@ OUTPUTS: dict[str, str] = {
 }
 """The files written for each input ``NAME``."""
 
-BASE_COLUMNS = ("frame", "time_s", "detected", "face_id", "score", "x1", "y1", "x2", "y2",
-                "yaw", "pitch", "roll", "tx", "ty", "tz")
-"""Columns of every CSV; full mode appends ``lm{i}_x``, ``lm{i}_y``, ``lm{i}_vis`` per landmark ``i``."""
-
-
-class UsageError(Exception):
-    """Bad arguments or inputs: exit code 2."""
-
-
-class OutputError(Exception):
-    """An output file that cannot be written: exit code 5. The message is one line naming it and why."""
-
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is so that it stops as on Ctrl-C."""
-
-
-def cannot_write(path: Path, error: OSError) -> OutputError:
-    """The ``OutputError`` for ``path``, with the system's reason (``strerror``)."""
-    return OutputError(f"{path}: cannot be written ({error.strerror or error})")
-
-
-def csv_columns(mode: str, landmarks: int) -> list[str]:
-    """The CSV header for ``mode``; full mode adds x, y and visibility of each of ``landmarks`` landmarks."""
-    columns = list(BASE_COLUMNS)
-    if mode == "full":
-        for i in range(landmarks):
-            columns += [f"lm{i}_x", f"lm{i}_y", f"lm{i}_vis"]
-    return columns
-
-
-def _fixed(value: float, decimals: int) -> str:
-    """``value`` with ``decimals`` places, never ``-0.00…`` (``pose.format_angle``'s rule, for any number)."""
-    return format_angle(value, decimals)
-
-
-def frame_rows(result: FrameResult, landmarks: int) -> list[list[str]]:
-    """The CSV rows of one frame: one per face, or one ``detected=0`` row when there is none."""
-    frame, time_s = str(result.index), _fixed(result.time_s, 4)
-    if not result.faces:
-        width = len(csv_columns(result.mode, landmarks))
-        return [[frame, time_s, "0"] + [""] * (width - 3)]
-    rows = []
-    for face in result.faces:
-        row = [frame, time_s, "1", str(face.face_id), _fixed(face.score, 4)]
-        row += [_fixed(v, 2) for v in face.box]
-        row += [format_angle(face.yaw, 4), format_angle(face.pitch, 4), format_angle(face.roll, 4)]
-        row += [_fixed(v, 6) for v in face.translation]
-        if result.mode == "full":
-            visibility = face.visibility if face.visibility is not None else np.full(landmarks, np.nan)
-            for (x, y), vis in zip(face.landmarks, visibility):
-                row += [_fixed(x, 2), _fixed(y, 2), _fixed(vis, 4)]
-        rows.append(row)
-    return rows
-
-
-def face_from_row(row: dict[str, str], landmarks: int) -> FaceResult:
-    """A ``FaceResult`` read back from a CSV row with ``detected=1`` (for redrawing a resumed run)."""
-    has_landmarks = "lm0_x" in row
-    points = np.array([[float(row[f"lm{i}_x"]), float(row[f"lm{i}_y"])] for i in range(landmarks)]) \
-        if has_landmarks else None
-    visibility = np.array([float(row[f"lm{i}_vis"]) for i in range(landmarks)]) if has_landmarks else None
-    return FaceResult(
-        face_id=int(row["face_id"]), box=np.array([float(row[k]) for k in ("x1", "y1", "x2", "y2")]),
-        score=float(row["score"]), yaw=float(row["yaw"]), pitch=float(row["pitch"]), roll=float(row["roll"]),
-        translation=np.array([float(row[k]) for k in ("tx", "ty", "tz")]), landmarks=points, visibility=visibility)
 
 
 @dataclass
@@ -182,116 +108,6 @@ class OutputPaths:
     def existing(self) -> list[Path]:
         """The ones already there."""
         return [p for p in (self.csv, self.video, self.plot, self.summary) if p.exists()]
-
-
-@dataclass
-class ResumeState:
-    """What an earlier run of the same input left: the frames kept and where to carry on."""
-
-    start_index: int = 0
-    complete: bool = False
-    append: bool = False
-    """Whether the CSV holds its header (and the rows kept), so that this run appends to it."""
-    frames: int = 0
-    faces: int = 0
-    face_ids: set[int] = field(default_factory=set)
-    last_boxes: list[np.ndarray] = field(default_factory=list)
-    last_ids: list[int] = field(default_factory=list)
-    redraw: dict[int, tuple[float, tuple[FaceResult, ...]]] = field(default_factory=dict)
-
-
-def read_resume_state(paths: OutputPaths, columns: list[str], mode: str, landmarks: int,
-                      keep_faces: bool) -> ResumeState:
-    """Trim ``paths.csv`` to the frames an earlier run finished and say where to carry on.
-
-    A partial last line (a killed run) is dropped, and so are the rows of the last frame unless the
-    summary says the run was complete. A CSV without a whole header line (empty, or cut short by a
-    kill before any row) holds nothing to resume: the run starts from the first frame, with a warning.
-    ``keep_faces`` keeps the faces of each kept frame for redrawing the annotated video.
-    ``UsageError`` when the CSV has a header of other columns (another mode or landmark count);
-    ``OutputError`` when it cannot be trimmed.
-    """
-    if not paths.csv.is_file():
-        log.info("%s: nothing to resume, starting from the first frame", paths.csv)
-        return ResumeState()
-    text = paths.csv.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines.pop()
-    if not lines:
-        log.warning("%s: its header is %s and it holds no rows: nothing to resume, starting afresh from "
-                    "the first frame", paths.csv, "incomplete" if text else "empty")
-        return ResumeState()
-    if lines[0].rstrip("\n") != ",".join(columns):
-        raise UsageError(f"{paths.csv}: its columns are not those of a {mode}-mode run with this model; "
-                         "run with --overwrite to start again")
-    complete = False
-    if paths.summary.is_file():
-        try:
-            summary = json.loads(paths.summary.read_text(encoding="utf-8"))
-            complete = bool(summary.get("complete")) and summary.get("mode") == mode
-        except (OSError, json.JSONDecodeError):
-            complete = False
-    rows = list(csv.DictReader(lines))
-    frame_of_line = [int(r["frame"]) for r in rows]
-    last_frame = frame_of_line[-1] if rows else -1
-    keep = len(rows) if complete else sum(1 for f in frame_of_line if f < last_frame)
-    start_index = last_frame + 1 if complete else max(last_frame, 0)
-    try:
-        paths.csv.write_text("".join(lines[:keep + 1]), encoding="utf-8")
-    except OSError as error:
-        raise cannot_write(paths.csv, error) from error
-
-    state = ResumeState(start_index=start_index, complete=complete, append=True)
-    by_frame: dict[int, tuple[float, list[FaceResult]]] = {}
-    for row in rows[:keep]:
-        index = int(row["frame"])
-        time_s, faces = by_frame.setdefault(index, (float(row["time_s"]), []))
-        if row["detected"] == "1":
-            faces.append(face_from_row(row, landmarks))
-    for index, (time_s, faces) in by_frame.items():
-        state.frames += 1
-        state.faces += len(faces)
-        state.face_ids.update(f.face_id for f in faces)
-        if keep_faces:
-            state.redraw[index] = (time_s, tuple(faces))
-    if by_frame:
-        last_faces = by_frame[max(by_frame)][1]
-        state.last_boxes = [f.box for f in last_faces]
-        state.last_ids = [f.face_id for f in last_faces]
-    return state
-
-
-class CsvLog:
-    """Appends each frame's rows to the CSV and flushes them at once; ``OutputError`` where it cannot take them."""
-
-    def __init__(self, path: Path, columns: list[str], landmarks: int, append: bool) -> None:
-        self.path = path
-        self.landmarks = landmarks
-        try:
-            self._file: TextIO = path.open("a" if append else "w", encoding="utf-8", newline="")
-        except OSError as error:
-            raise cannot_write(path, error) from error
-        self._writer = csv.writer(self._file, lineterminator="\n")
-        if not append:
-            self._write([columns])
-
-    def _write(self, rows: list[list[str]]) -> None:
-        try:
-            self._writer.writerows(rows)
-            self._file.flush()
-        except OSError as error:
-            raise cannot_write(self.path, error) from error
-
-    def write(self, result: FrameResult) -> None:
-        """Write and flush the rows of ``result``."""
-        self._write(frame_rows(result, self.landmarks))
-
-    def close(self) -> None:
-        try:
-            self._file.close()
-        except OSError as error:
-            raise cannot_write(self.path, error) from error
 
 
 class AnnotatedImage:
@@ -320,21 +136,18 @@ class RunStats:
     frames: int = 0
     faces: int = 0
     face_ids: set[int] = field(default_factory=set)
-    processed_now: int = 0
     timings: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, result: FrameResult, overlay_ms: float | None) -> None:
+    def add(self, result: FrameResult) -> None:
+        """Count ``result``'s frame and faces and keep its stage times."""
         self.frames += 1
-        self.processed_now += 1
         self.faces += len(result.faces)
         self.face_ids.update(f.face_id for f in result.faces)
-        stages = dict(result.timings_ms)
-        if overlay_ms is not None:
-            stages["overlay"] = overlay_ms
-        for key, value in stages.items():
+        for key, value in result.timings_ms.items():
             self.timings.setdefault(key, []).append(value)
 
     def median_ms(self) -> dict[str, float]:
+        """The median milliseconds of each stage, rounded to 0.001."""
         return {k: round(statistics.median(v), 3) for k, v in self.timings.items()}
 
 
@@ -466,6 +279,17 @@ def _close(close: Callable[[], None], failure: str | None) -> str | None:
     return failure
 
 
+def _summary_says_complete(summary: Path, mode: str) -> bool:
+    """Whether an earlier run's summary says it finished its input in ``mode`` (an unreadable one: no)."""
+    if not summary.is_file():
+        return False
+    try:
+        found = json.loads(summary.read_text(encoding="utf-8"))
+        return bool(found.get("complete")) and found.get("mode") == mode
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def process_video(path: Path, options: Options, pipeline: FacePipeline) -> dict:
     """Process one video or image into its CSV, annotated video (or PNG), pose plot and summary; returns the summary.
 
@@ -477,7 +301,8 @@ def process_video(path: Path, options: Options, pipeline: FacePipeline) -> dict:
     paths = OutputPaths.for_input(path, options.out)
     state = ResumeState()
     if options.resume:
-        state = read_resume_state(paths, columns, options.mode, info.landmarks, keep_faces=not options.no_video)
+        state = resume_from_csv(paths.csv, columns, options.mode, _summary_says_complete(paths.summary, options.mode),
+                                keep_faces=not options.no_video)
         if state.complete and (options.no_video or paths.video.is_file()):
             log.info("%s: already complete in %s", path.name, paths.summary)
             return json.loads(paths.summary.read_text(encoding="utf-8"))
@@ -499,25 +324,23 @@ def process_video(path: Path, options: Options, pipeline: FacePipeline) -> dict:
         csv_log: CsvLog | None = None
 
         def on_frame(frame: np.ndarray, result: FrameResult) -> None:
-            overlay_ms = None
             if writer is not None:
-                start = time.perf_counter()
-                annotated = draw_overlay(frame, result)
-                overlay_ms = (time.perf_counter() - start) * 1000.0
+                annotated, result = draw_timed(frame, result)
                 writer.write(annotated)
             csv_log.write(result)
-            stats.add(result, overlay_ms)
+            stats.add(result)
+            rate.tick()
             bar.update(result.index + 1 - bar.n)
 
         def on_skipped(index: int, time_s: float, frame: np.ndarray) -> None:
             if writer is not None:
-                time_kept, faces = state.redraw.get(index, (time_s, ()))
-                writer.write(draw_overlay(frame, FrameResult(index, time_kept, faces, {}, options.mode)))
+                kept = state.redraw.get(index, FrameResult(index, time_s, (), {}, options.mode))
+                writer.write(draw_overlay(frame, kept))
             bar.update(index + 1 - bar.n)
 
         interruption: KeyboardInterrupt | None = None
         failure: str | None = None
-        started = time.perf_counter()
+        rate = FrameRate()
         try:
             csv_log = CsvLog(paths.csv, columns, info.landmarks, append=state.append)
             loop.run(on_frame, on_skipped, start_index=state.start_index)
@@ -531,7 +354,7 @@ def process_video(path: Path, options: Options, pipeline: FacePipeline) -> dict:
                 failure = _close(csv_log.close, failure)
             if writer is not None:
                 failure = _close(writer.close, failure)
-        elapsed = time.perf_counter() - started
+        fps = rate.mean()
         plot = None
         if interruption is None and failure is None and not is_image(path):
             try:
@@ -555,7 +378,7 @@ def process_video(path: Path, options: Options, pipeline: FacePipeline) -> dict:
             "faces": stats.faces,
             "face_ids": len(stats.face_ids),
             "median_ms": stats.median_ms(),
-            "fps": round(stats.processed_now / elapsed, 2) if elapsed > 0 and stats.processed_now else None,
+            "fps": fps,
             "resumed_from": state.start_index if options.resume else None,
             "max_frames": options.max_frames,
             "interrupted": interruption is not None,

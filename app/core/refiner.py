@@ -86,9 +86,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from app.core.crop import from_normalised
-from app.core.estimator import EstimatorOutput
 from app.core.model_io import ModelError, ModelInfo
 from app.core.pose import TZ_MIN, project, rotation_matrix
+from app.core.results import EstimatorOutput
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.core.pose import wrap_degrees
+
 DEFAULT_DT = 1.0 / 30.0
 """Time step assumed when timestamps do not advance (frames processed without a clock)."""
 
@@ -70,11 +72,6 @@ SMOOTHING_PARAMS: dict[str, OneEuroParams] = {
 
 ANGLE_KEYS = frozenset({"angles"})
 """Quantities in degrees that wrap at ±180: filtered on the unwrapped value, returned wrapped."""
-
-
-def wrap_degrees(angles: np.ndarray) -> np.ndarray:
-    """Angles brought into [-180, 180)."""
-    return (np.asarray(angles, dtype=np.float64) + 180.0) % 360.0 - 180.0
 
 
 class FaceSmoother:

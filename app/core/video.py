@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -144,6 +144,11 @@ class VideoSource:
     def ended(self) -> bool:
         """Whether ``read()`` has reached the end of the stream."""
         return self._ended
+
+    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        """``read()``'s frames, ``(index, time_s, frame_bgr)``, until the end of the stream."""
+        while (item := self.read()) is not None:
+            yield item
 
     def close(self) -> None:
         """Release the capture; safe to call twice."""

@@ -27,7 +27,7 @@ from PyQt6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 import pyqtgraph as pg  # after PyQt6, so that pyqtgraph binds to it
 
-from app.core.pipeline import FaceResult, FrameResult
+from app.core.results import FaceResult, FrameResult
 from app.core.pose import format_angle
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
 from PyQt6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QToolBar, QToolButton,
                              QWidget)
 
-from app.core.estimator import MODES as ESTIMATOR_MODES
-from app.core.pipeline import FaceResult, FrameResult
+from app.core.model_io import check_mode
+from app.core.results import FaceResult, FrameResult
 from app.core.video import parse_source
 from app.ui.angle_plot import AnglePlot
 from app.ui.application import ensure_application
@@ -30,8 +30,6 @@ from app.ui.worker import FrameWorker, OverlayOptions, describe_source
 
 log = logging.getLogger(__name__)
 
-MODES = tuple(ESTIMATOR_MODES)
-"""``pose`` (encoder only) and ``full`` (landmarks too), as ``app.core.estimator`` names them."""
 VIDEO_FILTER = "Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v);;All files (*)"
 IDLE_MESSAGE = "Open a video file (Ctrl+O), drop one here, or choose a camera from the Camera menu."
 PLOT_HEIGHT = 240
@@ -86,8 +84,7 @@ class MainWindow(QMainWindow):
                  parent: QWidget | None = None) -> None:
         """``realtime`` plays files at their own frame rate (off: as fast as they compute)."""
         super().__init__(parent)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        check_mode(mode)
         self.models_dir = Path(models_dir)
         self.realtime = realtime
         self.overlay = OverlayOptions()
@@ -324,8 +321,7 @@ class MainWindow(QMainWindow):
 
     def set_mode(self, mode: str) -> None:
         """Switch to ``mode`` from the next frame; the worker reports back if its model cannot be opened."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        check_mode(mode)
         self._mode = mode
         if self.worker is not None:
             self.worker.set_mode(mode)

@@ -11,7 +11,6 @@ so the display always shows the latest frame and the event queue never grows.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -21,21 +20,18 @@ from pathlib import Path
 import numpy as np
 from PyQt6.QtCore import QObject, QThread, pyqtSignal
 
-from app.core.estimator import MODES
-from app.core.model_io import ModelError
-from app.core.overlay import draw_overlay
-from app.core.pipeline import FacePipeline, FrameLoop, FrameResult
+from app.core.model_io import ModelError, check_mode
+from app.core.frame_rate import FrameRate
+from app.core.overlay import draw_timed
+from app.core.pipeline import FacePipeline, FrameLoop
 from app.core.recorder import RecorderError, VideoRecorder
+from app.core.results import FrameResult
 from app.core.video import VideoError, VideoSource
 
 log = logging.getLogger(__name__)
 
 SOURCE_HINT = "Choose a camera from the Camera menu, open a file (Ctrl+O) or drop one here."
 MODELS_HINT = "Export models with `python -m trainer.export` and pass their folder with --models."
-
-FPS_SMOOTHING = 0.1
-"""Weight of the newest frame interval in the exponential average behind the FPS readout."""
-
 
 @dataclass
 class OverlayOptions:
@@ -96,10 +92,8 @@ class FrameWorker(QThread):
         self._recorder: VideoRecorder | None = None
         self._source_fps = 0.0
         self._is_camera = isinstance(source, int)
-        self._fps = 0.0
-        self._last_frame_at: float | None = None
+        self._rate = FrameRate(clock=time.monotonic)
         self._clock_start: float | None = None
-        self.frames_processed = 0
 
     # --- called from the GUI thread -------------------------------------------------------------
 
@@ -111,9 +105,7 @@ class FrameWorker(QThread):
     def set_mode(self, mode: str) -> None:
         """Ask for ``pose`` or ``full``; the worker thread opens that model (``mode_failed`` if it cannot)
         and switches, so a slow model load never blocks the GUI. ``ValueError`` for an unknown mode."""
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        self._mode = mode
+        self._mode = check_mode(mode)
 
     @property
     def pipeline_mode(self) -> str | None:
@@ -157,6 +149,11 @@ class FrameWorker(QThread):
             return recorder.frames_written
 
     @property
+    def frames_processed(self) -> int:
+        """How many frames the loop has processed so far."""
+        return self._rate.frames
+
+    @property
     def recording(self) -> bool:
         """Whether frames are being recorded."""
         return self._recorder is not None
@@ -174,8 +171,8 @@ class FrameWorker(QThread):
 
     def _recording_fps(self) -> float:
         """A file records at its own rate; a camera at the rate frames are processed, so playback keeps time."""
-        if self._is_camera and self._fps > 0:
-            return round(self._fps, 2)
+        if self._is_camera and self._rate.current > 0:
+            return round(self._rate.current, 2)
         return self._source_fps if self._source_fps > 0 else 30.0
 
     def run(self) -> None:
@@ -244,24 +241,20 @@ class FrameWorker(QThread):
         if pipeline is not None:
             self._apply_requested_mode(pipeline)
         self._pace(result.time_s)
-        self._update_fps()
-        self.frames_processed += 1
+        self._rate.tick()
         recording = self._recorder is not None
         show = self._display_free.is_set()
         if not recording and not show:
             return
         options = self.overlay
-        start = time.perf_counter()
         # the rate and stage times go to the status bar (``frame_ready``'s fps and result), not into the frame
-        annotated = draw_overlay(frame_bgr, result, show_axes=options.axes, show_landmarks=options.landmarks,
-                                 show_box=options.box)
-        overlay_ms = (time.perf_counter() - start) * 1000.0
-        result = dataclasses.replace(result, timings_ms={**result.timings_ms, "overlay": overlay_ms})
+        annotated, result = draw_timed(frame_bgr, result, show_axes=options.axes, show_landmarks=options.landmarks,
+                                       show_box=options.box)
         if recording:
             self._record(annotated)
         if show:
             self._display_free.clear()
-            self.frame_ready.emit(annotated, result, self._fps)
+            self.frame_ready.emit(annotated, result, self._rate.current)
 
     def _record(self, frame: np.ndarray) -> None:
         with self._recording_lock:
@@ -288,12 +281,3 @@ class FrameWorker(QThread):
             self._abort.wait(delay)
         elif delay < -0.5:
             self._clock_start = now - time_s  # fell behind (slow model): resynchronise instead of racing
-
-    def _update_fps(self) -> None:
-        now = time.monotonic()
-        if self._last_frame_at is not None:
-            interval = now - self._last_frame_at
-            if interval > 0:
-                rate = 1.0 / interval
-                self._fps = rate if self._fps == 0 else (1 - FPS_SMOOTHING) * self._fps + FPS_SMOOTHING * rate
-        self._last_frame_at = now

@@ -1,0 +1,62 @@
+"""The data the runtime hands around: the network's outputs for a batch of crops, and faces and frames.
+
+Plain frozen dataclasses over numpy, importing nothing heavier, so that pure-numpy modules
+(``landmark_pose``, ``refiner``), the overlay and the trainer's data workers can use them without
+loading ONNX Runtime or MediaPipe. ``ModelInfo``, what a model's metadata says, stays in ``model_io``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EstimatorOutput:
+    """The network's outputs for a batch of ``N`` crops, in the ``model_io`` units.
+
+    ``pose`` and ``pose_proj`` are ``(N, 6)``: yaw, pitch, roll in degrees, then tx, ty, tz.
+    Full mode adds ``landmarks`` ``(N, L, 2)`` in crop pixels, ``visibility`` ``(N, L)`` and
+    ``heatmaps`` ``(N, L, S, S)``; pose-only mode leaves them ``None``.
+    """
+
+    pose: np.ndarray
+    pose_proj: np.ndarray
+    landmarks: np.ndarray | None = None
+    visibility: np.ndarray | None = None
+    heatmaps: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face in one frame: its tracked id, detector box and score, pose, and (full mode) landmarks."""
+
+    face_id: int
+    box: np.ndarray
+    """``(4,)`` x1, y1, x2, y2 in frame pixels (the detector's box)."""
+    score: float
+    yaw: float
+    pitch: float
+    roll: float
+    """Angles in degrees, ``pose.py``'s convention."""
+    translation: np.ndarray
+    """``(3,)`` tx, ty, tz as the model outputs them (normalised crop coordinates, ``pose.py``)."""
+    landmarks: np.ndarray | None
+    """``(L, 2)`` frame pixels, full mode only."""
+    visibility: np.ndarray | None
+    """``(L,)`` probability that each landmark is visible, full mode only."""
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Every face found in one frame, with the time each stage took."""
+
+    index: int
+    time_s: float
+    faces: tuple[FaceResult, ...]
+    timings_ms: dict[str, float]
+    mode: str
+    refiner: str | None = None
+    """The label of the refiner that placed the landmarks (``"OR"``), or None (pose mode, or none in use)."""
+    precision: str | None = None
+    """``fp32`` or ``int8``: what the network ran at for this frame (None where no network ran)."""

@@ -1,0 +1,72 @@
+"""The results CSV: fixed-point numbers without ``-0``, rows read back as the faces written, readable errors."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core.results import FaceResult, FrameResult
+from app.core.results_csv import CsvLog, csv_columns, frame_rows, read_results
+
+LANDMARKS = 3
+
+
+def _face(face_id: int, landmarks: bool) -> FaceResult:
+    return FaceResult(face_id=face_id, box=np.array([10.25, 20.5, 60.75, 80.0]) + face_id, score=0.875,
+                      yaw=12.5, pitch=-3.25, roll=0.5, translation=np.array([0.125, -0.25, 1.5]),
+                      landmarks=np.array([[11.0, 21.0], [30.5, 40.25], [50.0, 70.0]]) if landmarks else None,
+                      visibility=np.array([0.25, 0.5, 1.0]) if landmarks else None)
+
+
+def test_csv_numbers_never_print_minus_zero():
+    face = FaceResult(face_id=1, box=np.array([-0.001, 10.0, 20.0, 30.0]), score=0.9, yaw=-0.00001, pitch=-0.0,
+                      roll=-1e-7, translation=np.array([-1e-9, 0.5, -0.0]), landmarks=None, visibility=None)
+    row = frame_rows(FrameResult(0, 0.0, (face,), {}, "pose"), 68)[0]
+    assert not any(value.startswith("-0") and float(value) == 0 for value in row), row
+    assert row[5] == "0.00" and row[9:12] == ["0.0000"] * 3 and row[12] == "0.000000"
+
+
+@pytest.mark.parametrize("mode", ["pose", "full"])
+def test_rows_written_by_csv_log_read_back_as_the_same_frames_and_faces(tmp_path: Path, mode: str):
+    path = tmp_path / "run.csv"
+    written = [FrameResult(0, 0.0, (_face(1, mode == "full"), _face(2, mode == "full")), {"detect": 1.0}, mode),
+               FrameResult(1, 0.0333, (), {}, mode),
+               FrameResult(2, 0.0667, (_face(1, mode == "full"),), {}, mode)]
+    log = CsvLog(path, csv_columns(mode, LANDMARKS), LANDMARKS, append=False)
+    for frame in written:
+        log.write(frame)
+    log.close()
+
+    read = read_results(path)
+    assert [(f.index, f.time_s, f.mode, len(f.faces)) for f in read] == [(0, 0.0, mode, 2), (1, 0.0333, mode, 0),
+                                                                          (2, 0.0667, mode, 1)]
+    for before, after in zip((face for f in written for face in f.faces), (face for f in read for face in f.faces)):
+        assert (after.face_id, after.score, after.yaw, after.pitch, after.roll) == \
+            (before.face_id, before.score, before.yaw, before.pitch, before.roll)
+        np.testing.assert_array_equal(after.box, before.box)
+        np.testing.assert_array_equal(after.translation, before.translation)
+        if mode == "full":
+            np.testing.assert_array_equal(after.landmarks, before.landmarks)
+            np.testing.assert_array_equal(after.visibility, before.visibility)
+        else:
+            assert after.landmarks is None and after.visibility is None
+
+
+def test_reading_a_csv_of_other_columns_names_the_file_and_what_is_missing(tmp_path: Path):
+    path = tmp_path / "other.csv"
+    path.write_text("frame,time_s,detected,yaw\n0,0.0,1,5\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"other\.csv: missing column\(s\) face_id"):
+        read_results(path)
+
+
+def test_reading_a_row_that_is_not_a_number_names_the_file_and_line(tmp_path: Path):
+    path = tmp_path / "bad.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(csv_columns("pose", 0))
+        writer.writerows(frame_rows(FrameResult(0, 0.0, (_face(1, False),), {}, "pose"), 0))
+        writer.writerow(["1", "0.0333", "1", "1", "0.9", "0", "0", "9", "9", "left", "0", "0", "0", "0", "1"])
+    with pytest.raises(ValueError, match=r"bad\.csv: line 3"):
+        read_results(path)
