@@ -1,4 +1,5 @@
-"""The occlusion-aware regressor: recovery, the occlusion rule, valid shapes, a slow reference, the file, the app.
+"""The occlusion-aware regressor: recovery, the occlusion rule, valid shapes, a slow reference, fitting and refining
+stage by stage, the file, the app.
 
 Heatmaps here are synthetic: softmax-like Gaussians at known points, so that the right answer is known.
 The cascade of the module fixture is fitted on faces whose true shape is the rigid ``x⁰`` plus a known
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 
 from app.bench import benchmark
+from app.core import or_cascade as cascade_steps
+from app.core import or_format
 from app.core import refiner as orr
 from app.core.crop import from_normalised
 from app.core.model_io import ModelError, ModelInfo
@@ -57,10 +60,10 @@ def synthetic_faces(rng: np.random.Generator, n: int, mean_face: np.ndarray,
     """``pose_proj`` (degrees), true shapes ``x⁰ + A·Σ c_k mode_k`` (crop px) and their heatmaps."""
     pose = np.column_stack([rng.uniform(-yaw_range, yaw_range, n), rng.uniform(-15, 15, n), rng.uniform(-20, 20, n),
                             rng.uniform(-0.05, 0.05, (n, 2)), 1.54 * rng.uniform(0.9, 1.1, n)])
-    initial = orr.initial_shapes(pose, mean_face, SIZE)
-    forward, _ = orr.similarity(initial, orr.mean_shape_of(mean_face))
+    initial = cascade_steps.initial_shapes(pose, mean_face, SIZE)
+    forward, _ = cascade_steps.similarity(initial, cascade_steps.mean_shape_of(mean_face))
     field = np.einsum("nk,klj->nlj", rng.uniform(-1.0, 1.0, (n, 3)), displacement_modes(mean_face))
-    truth = initial + orr.apply_linear(forward, field)
+    truth = initial + cascade_steps.apply_linear(forward, field)
     return pose, truth, gaussian_heatmaps(truth, SIZE)
 
 
@@ -70,12 +73,22 @@ def mean_face() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def cascade(mean_face: np.ndarray) -> orr.OcclusionAwareRegressor:
+def fitted(mean_face: np.ndarray) -> tuple[orr.OcclusionAwareRegressor, TrainingSet, list[np.ndarray]]:
+    """The cascade fitted on 300 synthetic faces (more than ``or_fit.CHUNK``), its training set, and the shapes the
+    fit held after stage 0 and after each tree stage."""
     pose, truth, heatmaps = synthetic_faces(np.random.default_rng(0), 300, mean_face)
     stored, evidence = quantise_heatmaps(heatmaps)
     data = TrainingSet(stored, evidence, np.ones((300, LANDMARKS), np.float32), pose, truth,
                        np.ones((300, LANDMARKS), bool), SIZE)
-    return fit_cascade(data, mean_face, CONFIG, seed=0, progress=False)
+    held: list[np.ndarray] = []
+    regressor = fit_cascade(data, mean_face, CONFIG, seed=0, progress=False,
+                            on_stage=lambda index, shapes: held.append(shapes.copy()))
+    return regressor, data, held
+
+
+@pytest.fixture(scope="module")
+def cascade(fitted) -> orr.OcclusionAwareRegressor:
+    return fitted[0]
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +96,14 @@ def held_out(mean_face: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return synthetic_faces(np.random.default_rng(1), 20, mean_face)
 
 
+def _start_and_end_errors(result: orr.Refinement, truth: np.ndarray) -> tuple[float, float]:
+    """Mean landmark error (crop pixels) of the start ``x⁰`` and of the refined shapes."""
+    return tuple(float(np.linalg.norm(shapes - truth, axis=-1).mean()) for shapes in (result.initial, result.landmarks))
+
+
 def test_the_cascade_recovers_a_known_synthetic_displacement_field(cascade, held_out):
     pose, truth, heatmaps = held_out
-    result = cascade.refine(heatmaps, np.ones((20, LANDMARKS)), pose)
-    before = np.linalg.norm(result.initial - truth, axis=-1).mean()
-    after = np.linalg.norm(result.landmarks - truth, axis=-1).mean()
+    before, after = _start_and_end_errors(cascade.refine(heatmaps, np.ones((20, LANDMARKS)), pose), truth)
     assert before > 1.0
     assert after < 0.15 * before and after < 0.3
 
@@ -122,9 +138,8 @@ def test_stage_zero_pulls_a_misposed_start_onto_the_heatmap_peaks(cascade, held_
     misposed = pose.copy()
     misposed[:, 3] += 0.03  # x0 shifted right by about 1 px at 64 px, beyond what the trees were shown
     misposed[:, 5] *= 1.05
-    result = _stage_zero_only(cascade).refine(heatmaps, np.ones((20, LANDMARKS)), misposed)
-    before = np.linalg.norm(result.initial - truth, axis=-1).mean()
-    after = np.linalg.norm(result.landmarks - truth, axis=-1).mean()
+    before, after = _start_and_end_errors(_stage_zero_only(cascade).refine(heatmaps, np.ones((20, LANDMARKS)),
+                                                                           misposed), truth)
     assert before > 1.5
     assert after < 0.3 * before and after < 0.5
 
@@ -155,7 +170,7 @@ def test_heatmap_peaks_match_the_exported_models_landmarks(random_models):
     crops = np.random.default_rng(4).integers(0, 256, (3, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
     with PoseEstimator(random_models, ["CPUExecutionProvider"]) as estimator:
         out = estimator.estimate(crops, "full")
-    np.testing.assert_allclose(orr.heatmap_peaks(out.heatmaps), out.landmarks, atol=1e-3)
+    np.testing.assert_allclose(cascade_steps.heatmap_peaks(out.heatmaps), out.landmarks, atol=1e-3)
 
 
 def test_self_occlusion_hides_the_far_side_at_large_yaw_and_nothing_when_frontal(cascade):
@@ -182,11 +197,11 @@ def test_adversarial_heatmaps_keep_a_valid_face_near_the_start(cascade, held_out
         heatmaps = gaussian_heatmaps(off, SIZE, sigma=0.2 * SIZE)
     result = cascade.refine(heatmaps, np.ones((20, LANDMARKS)), pose)
     assert np.isfinite(result.landmarks).all()
-    for shapes, reference, basis, limits in ((result.anchor, result.initial, cascade.basis, cascade.limits),
-                                             (result.landmarks, result.anchor, cascade.refine_basis,
-                                              cascade.refine_limits)):
-        coefficients, outside = orr.shape_coefficients(shapes, reference, cascade.mean_shape, basis)
-        assert (np.abs(coefficients) <= limits * (1 + 1e-9) + 1e-12).all()
+    for shapes, reference, model in ((result.anchor, result.initial, cascade.shape_model),
+                                     (result.landmarks, result.anchor, cascade.refine_model)):
+        coefficients, outside = cascade_steps.shape_coefficients(shapes, reference, cascade.settings.mean_shape,
+                                                                 model.basis)
+        assert (np.abs(coefficients) <= model.limits * (1 + 1e-9) + 1e-12).all()
         assert np.abs(outside).max() < 1e-9
     face_width = np.ptp(result.initial[..., 0], axis=1)
     assert (np.linalg.norm(result.landmarks - result.initial, axis=-1).max(1) < 0.5 * face_width).all()
@@ -266,7 +281,7 @@ def reference_refine(arrays: dict[str, np.ndarray], heatmaps: np.ndarray, visibi
                 anchor = arrays["anchors"][stage, tree]
                 if not active[anchor]:
                     continue
-                values = [pixel(heatmaps[face, anchor], shape[anchor] + move @ offset) * (1.0 / peaks[anchor])
+                values = [pixel(heatmaps[face, anchor], shape[anchor] + move @ offset) / peaks[anchor]
                           for offset in arrays["offsets"][stage, anchor].astype(np.float64)]
                 node = 0
                 for _ in range(depth):
@@ -299,6 +314,19 @@ def test_the_vectorised_runtime_equals_the_slow_reference(cascade, held_out):
         np.testing.assert_allclose(alone.landmarks[0], slow[face], rtol=0, atol=1e-9)
 
 
+def test_fitting_and_refining_hold_the_same_shapes_stage_by_stage(fitted):
+    """``refine`` on the training inputs computes, after stage 0 and after each tree stage, the shapes the fit held
+    there: the fit advances its shapes with the runtime's own steps."""
+    regressor, data, held = fitted
+    peaks = np.concatenate([cascade_steps.heatmap_peaks(data.heatmaps[i:i + 50]) for i in range(0, 300, 50)])
+    result = regressor.refine(data.heatmaps, data.visibility, data.pose_proj, peaks)
+    assert len(held) == regressor.stage_count + 1 == len(result.stages)
+    assert result.refined.all()
+    for index, shapes in enumerate(held):
+        np.testing.assert_allclose(result.stages[index], shapes, rtol=0, atol=1e-9, err_msg=f"after stage {index}")
+    assert np.abs(held[0] - result.initial).max() > 1.0 and np.abs(held[-1] - held[0]).max() > 1e-3  # both moved
+
+
 def test_a_saved_regressor_loads_back_to_the_same_results(cascade, held_out, tmp_path):
     pose, _, heatmaps = held_out
     loaded = orr.OcclusionAwareRegressor.load(cascade.save(tmp_path / "or.npz"))
@@ -322,6 +350,27 @@ def test_a_truncated_file_fails_naming_the_file(cascade, tmp_path):
         orr.OcclusionAwareRegressor.load(path)
 
 
+def test_a_file_holding_pickled_objects_is_refused(cascade, tmp_path):
+    path = tmp_path / "or.npz"
+    np.savez(path, **{**cascade.arrays, "provenance": np.array([{"seed": 0}], dtype=object)})
+    with pytest.raises(orr.RefinerError, match=f"{path}: truncated or not an OR file.*allow_pickle"):
+        orr.OcclusionAwareRegressor.load(path)
+
+
+def test_a_malformed_file_fails_naming_what_is_wrong(cascade):
+    arrays = cascade.arrays
+    for name, value, message in (("leaves", arrays["leaves"][:, :, :3], "power of two"),
+                                 ("feature_a", arrays["feature_a"] + 1000, "feature_a indexes pool points"),
+                                 ("shape_sigma", -arrays["shape_sigma"], "must be positive"),
+                                 ("thresholds", arrays["thresholds"].astype(np.int32), "thresholds has dtype")):
+        with pytest.raises(orr.RefinerError, match=f"<in memory>: .*{message}"):
+            orr.OcclusionAwareRegressor({**arrays, name: value})
+    with pytest.raises(ValueError, match="share one clamp"):
+        or_format.pack(cascade.settings, cascade.shape_model,
+                       cascade_steps.ShapeModel(cascade.refine_model.basis, cascade.refine_model.sigma, 2.0, 0.03),
+                       {name: arrays[name] for name in or_format.TREE_ARRAYS}, {})
+
+
 def test_a_file_lacking_arrays_fails_naming_them(cascade, tmp_path):
     path = tmp_path / "or.npz"
     np.savez(path, **{k: v for k, v in cascade.arrays.items() if k != "leaves"})
@@ -339,7 +388,7 @@ def test_as_the_pipeline_refiner_it_replaces_landmarks_and_keeps_faces_without_a
     pose, truth, heatmaps = held_out
     pose = pose[:2].copy()
     pose[1, 5] = np.nan
-    network = orr.heatmap_peaks(heatmaps[:2]).astype(np.float32)
+    network = cascade_steps.heatmap_peaks(heatmaps[:2]).astype(np.float32)
     network[1] = 7.0
     out = EstimatorOutput(pose.astype(np.float32), pose.astype(np.float32), network,
                           np.ones((2, LANDMARKS), np.float32), heatmaps[:2])

@@ -1,4 +1,5 @@
-"""Fitting the OR: repeatable for a seed; ``trainer.train_or`` and ``trainer.evaluate`` end to end on a random model."""
+"""Fitting the OR: repeatable for a seed, the fit's shapes are the runtime's stage by stage; ``trainer.train_or`` and
+``trainer.evaluate`` end to end on a random model."""
 from __future__ import annotations
 
 import json
@@ -10,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.core import or_cascade as cascade
 from app.core import refiner as orr
 from tests.conftest import require_shared
 from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
+from trainer.datasets.registry import open_dataset
 from trainer.mean_face import build_mean_face
 from trainer.or_fit import (CascadeConfig, TrainingSet, fit_cascade, quantise_heatmaps, shape_basis,
                             similarity_modes)
+from trainer.train_or import FaceRef, collect
 
 SMALL = ["--copies", "2", "--stages", "2", "--trees-per-landmark", "1", "--depth", "2"]
 
@@ -27,7 +31,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def _noisy_training_set(seed: int, mean_face: np.ndarray, n: int = 40) -> TrainingSet:
     rng = np.random.default_rng(seed)
     pose = np.column_stack([rng.uniform(-20, 20, (n, 3)), rng.uniform(-0.05, 0.05, (n, 2)), np.full(n, 1.5)])
-    truth = orr.initial_shapes(pose, mean_face, INPUT_SIZE) + rng.normal(0, 1.5, (n, LANDMARKS, 2))
+    truth = cascade.initial_shapes(pose, mean_face, INPUT_SIZE) + rng.normal(0, 1.5, (n, LANDMARKS, 2))
     heatmaps, evidence = quantise_heatmaps(rng.random((n, LANDMARKS, INPUT_SIZE, INPUT_SIZE), dtype=np.float32))
     visibility = rng.uniform(0.3, 1.0, (n, LANDMARKS)).astype(np.float32)
     return TrainingSet(heatmaps, evidence, visibility, pose, truth, np.ones((n, LANDMARKS), bool), INPUT_SIZE)
@@ -46,9 +50,29 @@ def test_fitting_is_deterministic_for_a_fixed_seed():
     assert not np.array_equal(first["leaves"], other["leaves"])
 
 
+def test_on_real_faces_the_fit_holds_at_every_stage_the_shapes_refine_computes(random_models):
+    """The network's outputs on afw crops (plain and augmented, as ``train_or`` makes them): after stage 0 and after
+    each tree stage, ``refine`` on the same inputs gives the shapes the fit held, its active landmarks included."""
+    from app.core.estimator import PoseEstimator
+
+    afw = open_dataset(f"300w:{require_shared('300w', 'afw')}")
+    with PoseEstimator(random_models, ["CPUExecutionProvider"]) as estimator:
+        mean_face = estimator.info("full").mean_face
+        data = collect(estimator, [afw], [FaceRef(0, index) for index in range(6)], 2, 3, 2 ** 30)
+    held: list[np.ndarray] = []
+    regressor = fit_cascade(data, mean_face, CascadeConfig(stages=3, trees_per_landmark=1, depth=3), seed=5,
+                            progress=False, on_stage=lambda index, shapes: held.append(shapes.copy()))
+    result = regressor.refine(data.heatmaps, data.visibility, data.pose_proj, data.peaks)
+    assert result.refined.all() and 0 < result.active.sum() < result.active.size  # some landmarks count, not all
+    assert len(held) == regressor.stage_count + 1 == len(result.stages)
+    for index, shapes in enumerate(held):
+        np.testing.assert_allclose(result.stages[index], shapes, rtol=0, atol=1e-9, err_msg=f"after stage {index}")
+    assert np.abs(held[-1] - held[0]).max() > 1e-3  # the tree stages moved the shapes
+
+
 def test_a_lower_shape_energy_keeps_fewer_components_that_still_hold_that_energy():
     mean_face = build_mean_face(require_shared("mean_face", "bfm68.txt"))
-    mean_shape = orr.mean_shape_of(mean_face)
+    mean_shape = cascade.mean_shape_of(mean_face)
     rng = np.random.default_rng(0)
     displacements = rng.normal(0, 1, (200, 2 * LANDMARKS)) * np.geomspace(1, 0.01, 2 * LANDMARKS)
     counts = {}
@@ -66,7 +90,7 @@ def test_a_shape_energy_of_one_keeps_every_residual_component_and_no_more():
     """One dominant mode and 131 whose powers (2.5e-17 of it) vanish in a running sum but not in numpy's pairwise
     total: a cumulative ratio never reaches 1 on any CPU. The basis must stop at the residual's rank, 2L − 4."""
     mean_face = build_mean_face(require_shared("mean_face", "bfm68.txt"))
-    mean_shape = orr.mean_shape_of(mean_face)
+    mean_shape = cascade.mean_shape_of(mean_face)
     rng = np.random.default_rng(2)
     rigid = similarity_modes(mean_shape)
     free = rng.normal(0, 1, (2 * LANDMARKS, 2 * LANDMARKS))
@@ -82,7 +106,7 @@ def test_a_shape_energy_of_one_keeps_every_residual_component_and_no_more():
 
 def test_the_shape_model_keeps_its_minimum_of_components_when_one_mode_holds_the_energy():
     mean_face = build_mean_face(require_shared("mean_face", "bfm68.txt"))
-    mean_shape = orr.mean_shape_of(mean_face)
+    mean_shape = cascade.mean_shape_of(mean_face)
     rng = np.random.default_rng(1)
     dominant = rng.normal(0, 1, 2 * LANDMARKS)
     displacements = np.outer(rng.normal(0, 10, 200), dominant) + rng.normal(0, 0.1, (200, 2 * LANDMARKS))

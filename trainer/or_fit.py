@@ -1,43 +1,47 @@
-"""Fitting the occlusion-aware regressor's cascade (``app.core.refiner``) on recorded network outputs.
+"""Fitting the occlusion-aware regressor's cascade (``app.core.or_cascade``) on recorded network outputs.
 
-Training follows the runtime step by step, so that each stage learns from the shapes the runtime will
-really have: the same ``x⁰``, active landmarks, pool sampling, tree traversal, occlusion rule and
-shape-model fit (the functions of ``app.core.refiner``). Per stage, gradient boosting as in ERT
-(Kazemi and Sullivan): each landmark's target is its residual ``A⁻¹ (x_true − x)`` in the stage's
-mean-shape frame; each tree is anchored at a landmark (trees cycle over the landmarks), fits only
-the samples where its anchor is active (elsewhere the runtime will not add it), and its leaves hold
-the shrunken mean residual of that landmark. A split node draws ``candidates`` random (pool pair,
-threshold) pairs, the threshold halfway between the feature values of two random samples at the
-node, and keeps the one that most reduces the squared error. Unannotated landmarks weigh nothing.
-Everything random comes from one ``numpy.random.Generator`` seeded by the caller.
+Training runs the runtime's own steps, so that each stage learns from the shapes the runtime will really
+have: ``or_cascade.begin`` (``x⁰`` and the active landmarks), ``or_cascade.start`` (stage 0) and, once a
+stage's trees are fitted, ``or_cascade.stage`` to advance the training shapes exactly as ``refine`` will.
+Only the fitting is here. Per stage, gradient boosting as in ERT (Kazemi and Sullivan): each landmark's
+target is its residual ``A⁻¹ (x_true − x)`` in the stage's mean-shape frame; each tree is anchored at a
+landmark (trees cycle over the landmarks), fits only the samples where its anchor is active (elsewhere
+the runtime will not add it), and its leaves hold the shrunken mean residual of that landmark. A split
+node draws ``candidates`` random (pool pair, threshold) pairs, the threshold halfway between the feature
+values of two random samples at the node, and keeps the one that most reduces the squared error.
+Unannotated landmarks weigh nothing. Everything random comes from one ``numpy.random.Generator`` seeded
+by the caller. The file is ``app.core.or_format``'s (``pack``).
 
 The shape model comes first, from the displacements ``x_true − x⁰`` (in ``x⁰``'s frame) of the
 fully annotated samples: the four similarity modes of the mean shape (shift in x and y, scale,
 in-plane turn), which carry most of that energy because ``x⁰`` inherits the errors of ``pose_proj``,
 then an uncentred PCA of what they leave, keeping the components that hold ``shape_energy`` of it
 (only those within its numerical rank, ``numerical_rank``: the basis never exceeds ``2L`` rows).
-Each component's RMS over the samples is its prior scale. Then stage 0 (``refiner.fit_to_peaks``)
-fits it to the network's heatmap peaks, exactly as the runtime does, and the tree stages start there,
-with their own model built the same way from what stage 0 leaves (``x_true − anchor``, in the
-anchor's frame).
+Each component's RMS over the samples is its prior scale. Then stage 0 fits it to the network's heatmap
+peaks, and the tree stages start there, with their own model built the same way from what stage 0 leaves
+(``x_true − anchor``, in the anchor's frame).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from app.core import refiner as orr
+from app.core import or_cascade as cascade
+from app.core import or_format
+from app.core.refiner import OcclusionAwareRegressor
 
 log = logging.getLogger(__name__)
 
 QUANTISATION = 255.0
 """Stored heatmaps are ``round(255 · h / max h)`` in uint8: a quarter of float32's memory, and the
 features are max-normalised anyway."""
+
+CHUNK = 256
+"""Training samples per part where a step's temporaries grow with the samples (shape-fit operators, pool points)."""
 
 RANK_TOLERANCE = float(np.finfo(np.float64).eps)
 """Relative rounding unit of ``numerical_rank``: float64's machine epsilon, as ``numpy.linalg.matrix_rank``."""
@@ -48,15 +52,8 @@ class CascadeConfig:
     """Sizes and settings of the cascade. Radii are in mean-shape units (unit RMS radius: about 34 px
     at a 128 px crop), from ``radius_first`` at the first stage geometrically down to ``radius_last``.
 
-    The defaults were chosen before a trained MNN existed, on held-out afw/helen_train faces with
-    simulated heatmaps (Gaussians around the true points with jitter, outliers and occluders): no
-    evaluation data. Trees that move only their own landmark need far more shrinkage than ERT's 0.1
-    to get anywhere in ten stages; deeper trees (5) overfitted there. ``shape_energy`` was then set
-    on the epoch-26 model's outputs: fitted on ``trainer.train``'s training split (3 copies a face) and
-    scored on its 121 validation faces, unseen by the network and the OR alike (NME inter-ocular; MAE
-    of the full-mode pose): 0.99 kept 48 components, 4.81% and 2.58°; 0.97, 4.60% and 2.53°; 0.95
-    (20 components), 4.56% and 2.47°; 0.90, 4.57% and 2.48°; 0.85, 4.52% and 2.51°. A tighter shape
-    model follows the noisy heatmap peaks less, but too few components cannot follow the face.
+    Trees move only their own landmark, so they need far more shrinkage than ERT's 0.1 to get anywhere in ten
+    stages. How the defaults were chosen (on training data only) is in ``models/TRAINING_HISTORY.md``.
     """
 
     stages: int = 10
@@ -69,12 +66,11 @@ class CascadeConfig:
     shrinkage: float = 0.5
     leaf_prior: float = 1.0
     shape_energy: float = 0.95
-    """Fraction of the non-rigid displacement energy (after the similarity modes) the shape model keeps."""
+    """Fraction of the non-rigid displacement energy (after the similarity modes) each shape model keeps. A
+    tighter model follows the noisy heatmap peaks less, but too few components cannot follow the face."""
     min_shape_components: int = 20
-    """The fewest non-rigid components either shape model keeps, whatever ``shape_energy`` says. One
-    dominant displacement mode can reach the energy in a handful: 0.95 kept 6 and 5 for an epoch-29
-    model, and its OR was worse than the network alone (6.12% against 6.05% NME on ``train_or``'s
-    held-out faces). The epoch-26 model's 0.95 kept 20 and 27."""
+    """The fewest non-rigid components either shape model keeps, whatever ``shape_energy`` says: one dominant
+    displacement mode can reach the energy with a handful, too few to follow a face."""
     peak_outlier: float = 0.1
     """Stage 0 leaves out peaks farther than this from its first fit (mean-shape units; about 3 px at 128)."""
     shape_clamp: float = 3.0
@@ -113,7 +109,8 @@ class TrainingSet:
 
 def quantise_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(N, L, H, W)`` float heatmaps → uint8 ``round(255 · h / max)`` (zeros without evidence) and the evidence."""
-    scale, evidence = orr.heatmap_scale(heatmaps)
+    maxima, evidence = cascade.heatmap_maxima(heatmaps)
+    scale = 1.0 / maxima
     with np.errstate(invalid="ignore", over="ignore"):  # broken maps (no evidence) become zeros
         values = heatmaps.astype(np.float32) * (QUANTISATION * scale[..., None, None]).astype(np.float32)
     values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
@@ -177,30 +174,38 @@ def _orthonormal_beside(rigid: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig = CascadeConfig(), seed: int = 0,
-                provenance: dict[str, Any] | None = None, progress: bool = True) -> orr.OcclusionAwareRegressor:
-    """Fit the OR on ``data`` (see the module docstring); deterministic for a given ``seed``."""
+                provenance: dict[str, Any] | None = None, progress: bool = True,
+                on_stage: Callable[[int, np.ndarray], None] | None = None) -> OcclusionAwareRegressor:
+    """Fit the OR on ``data`` (see the module docstring); deterministic for a given ``seed``.
+
+    ``on_stage(index, shapes)``, when given, sees the training shapes ``(N, L, 2)`` the fit holds after stage 0
+    (index 0, the anchor) and after each tree stage (1 to ``S``): what ``refine`` gives on the same inputs.
+    """
     rng = np.random.default_rng(seed)
     mean_face = np.asarray(mean_face, dtype=np.float64)
     count = mean_face.shape[0]
     n = len(data.pose_proj)
     if n == 0 or data.heatmaps.shape[:2] != (n, count):
         raise ValueError(f"training set of {n} faces does not match {count} landmarks (heatmaps {data.heatmaps.shape})")
-    mean_shape = orr.mean_shape_of(mean_face)
-    normals = orr.surface_normals(mean_face)
-    facing_min = -float(np.sin(np.radians(config.self_occlusion_deg)))
+    settings = cascade.CascadeSettings(
+        input_size=data.input_size, mean_face=mean_face, mean_shape=cascade.mean_shape_of(mean_face),
+        normals=cascade.surface_normals(mean_face), visibility_threshold=config.visibility_threshold,
+        facing_min=-float(np.sin(np.radians(config.self_occlusion_deg))), peak_outlier=config.peak_outlier,
+        lock_threshold=config.lock_threshold)
+    mean_shape = settings.mean_shape
     truth = np.asarray(data.landmarks, dtype=np.float64)
     weights = np.asarray(data.weights, dtype=np.float64)
-    initial = orr.initial_shapes(data.pose_proj, mean_face, data.input_size)
-    active = ((np.asarray(data.visibility) >= config.visibility_threshold)
-              & ~orr.self_occluded(data.pose_proj, normals, facing_min) & data.evidence)
-    forward0, inverse0 = orr.similarity(initial, mean_shape)
+    begun = cascade.begin(settings, data.pose_proj, data.visibility, data.evidence)
+    initial, active = begun.initial, begun.active
+    maxima = np.concatenate([cascade.heatmap_maxima(data.heatmaps[part])[0] for part in _chunks(n, CHUNK)])
+    framed_initial = cascade.Framed.of(initial, settings)
 
     complete = np.asarray(data.weights, dtype=bool).all(1)
-    displacement0 = orr.apply_linear(inverse0, truth - initial).reshape(n, -1)
-    basis, sigma = shape_basis(displacement0[complete], config.shape_energy, mean_shape, config.min_shape_components)
-    limits = config.shape_clamp * sigma
+    displacement0 = cascade.apply_linear(framed_initial.inverse, truth - initial).reshape(n, -1)
+    shape_model = cascade.ShapeModel(*shape_basis(displacement0[complete], config.shape_energy, mean_shape,
+                                                  config.min_shape_components), config.shape_clamp, config.shape_noise)
     log.info("OR shape model: 4 similarity + %d non-rigid components (%.1f%% of the non-rigid energy, at least %d)",
-             len(basis) - 4, 100 * config.shape_energy, config.min_shape_components)
+             len(shape_model.basis) - 4, 100 * config.shape_energy, config.min_shape_components)
 
     trees = count * config.trees_per_landmark
     nodes, leaf_count = 2 ** config.depth - 1, 2 ** config.depth
@@ -215,97 +220,72 @@ def fit_cascade(data: TrainingSet, mean_face: np.ndarray, config: CascadeConfig 
         "leaves": np.zeros((config.stages, trees, leaf_count, 2), np.float32),
     }
     peaks = _peaks(data)
-    shapes = _fit_peaks(peaks, initial, inverse0, forward0, active, basis, sigma, limits, config)
-    stage0 = shapes
-    forward_a, inverse_a = orr.similarity(stage0, mean_shape)
-    refine_basis, refine_sigma = shape_basis(orr.apply_linear(inverse_a, truth - stage0).reshape(n, -1)[complete],
-                                             config.shape_energy, mean_shape, config.min_shape_components)
-    refine_limits = config.shape_clamp * refine_sigma
+    anchor = cascade.Framed.of(np.concatenate([
+        cascade.start(settings, framed_initial.part(part), active[part], peaks[part], shape_model)
+        for part in _chunks(n, CHUNK)]), settings)
+    displacement_a = cascade.apply_linear(anchor.inverse, truth - anchor.shapes).reshape(n, -1)
+    refine_model = cascade.ShapeModel(*shape_basis(displacement_a[complete], config.shape_energy, mean_shape,
+                                                   config.min_shape_components), config.shape_clamp, config.shape_noise)
     log.info("OR stage 0 (fit to the heatmap peaks): mean training error %.2f px (x0: %.2f px, peaks: %.2f px)",
-             _mean_error(shapes, truth, data.weights), _mean_error(initial, truth, data.weights),
+             _mean_error(anchor.shapes, truth, data.weights), _mean_error(initial, truth, data.weights),
              _mean_error(np.nan_to_num(peaks), truth, data.weights))
+    shapes = anchor.shapes
+    if on_stage is not None:
+        on_stage(0, shapes)
     stage_bar = tqdm(range(config.stages), desc="OR stages", unit="stage", disable=not progress or None)
     for stage in stage_bar:
         out["offsets"][stage] = _draw_offsets(rng, count, config.pool_size, radii[stage])
-        forward, inverse = orr.similarity(shapes, mean_shape)
-        values = _pool_values(data.heatmaps, shapes, forward, out["offsets"][stage].astype(np.float64),
-                              data.input_size)
-        residual = _clip_norm(orr.apply_linear(inverse, truth - shapes), config.target_clip * radii[stage])
-        step = np.zeros_like(residual)
-        for tree in range(trees):
-            anchor = int(out["anchors"][stage, tree])
-            members = np.flatnonzero(active[:, anchor])
-            if len(members) == 0:
-                continue
-            feature_a, feature_b, thresholds, leaves, leaf = _fit_tree(
-                rng, values[members, anchor], residual[members, anchor] - step[members, anchor],
-                weights[members, anchor], config)
-            out["feature_a"][stage, tree], out["feature_b"][stage, tree] = feature_a, feature_b
-            out["thresholds"][stage, tree], out["leaves"][stage, tree] = thresholds, leaves
-            step[members, anchor] += leaves[leaf]
-        proposed = shapes + orr.apply_linear(forward, step)
-        shapes = _fit_shapes(proposed, stage0, inverse_a, forward_a, active, refine_basis, refine_sigma,
-                             refine_limits, config.shape_noise)
+        current = cascade.Framed.of(shapes, settings)
+        offsets = out["offsets"][stage].astype(np.float64)
+        values = np.concatenate([cascade.pool_values(data.heatmaps[part], maxima[part], shapes[part],
+                                                     current.forward[part], offsets, data.input_size)
+                                 for part in _chunks(n, CHUNK)])
+        residual = _clip_norm(cascade.apply_linear(current.inverse, truth - shapes), config.target_clip * radii[stage])
+        _fit_stage(rng, values, residual, weights, active, config, {name: out[name][stage] for name in out})
+        trees_of_stage = cascade.StageTrees.from_arrays(*(out[name][stage] for name in or_format.TREE_ARRAYS))
+        shapes = np.concatenate([
+            cascade.stage(settings, trees_of_stage, current.part(part), anchor.part(part), data.heatmaps[part],
+                          maxima[part], active[part], refine_model.operators(active[part]), refine_model)[0]
+            for part in _chunks(n, CHUNK)])
+        if on_stage is not None:
+            on_stage(stage + 1, shapes)
         error = _mean_error(shapes, truth, data.weights)
         stage_bar.set_postfix(error_px=f"{error:.2f}")
         log.info("OR stage %d/%d: radius %.3f, mean training error %.2f px", stage + 1, config.stages,
                  radii[stage], error)
 
-    arrays = {
-        "format_version": np.int64(orr.FORMAT_VERSION),
-        "stage_count": np.int64(config.stages),
-        "input_size": np.int64(data.input_size),
-        "visibility_threshold": np.float64(config.visibility_threshold),
-        "facing_min": np.float64(facing_min),
-        "shape_clamp": np.float64(config.shape_clamp),
-        "shape_noise": np.float64(config.shape_noise),
-        "peak_outlier": np.float64(config.peak_outlier),
-        "lock_threshold": np.float64(config.lock_threshold),
-        "mean_face": mean_face,
-        "mean_shape": mean_shape,
-        "normals": normals,
-        **out,
-        "shape_basis": basis,
-        "shape_sigma": sigma,
-        "refine_basis": refine_basis,
-        "refine_sigma": refine_sigma,
-        "provenance": np.str_(json.dumps({"seed": seed, "samples": n, "config": asdict(config), **(provenance or {})})),
-    }
-    return orr.OcclusionAwareRegressor(arrays)
+    record = {"seed": seed, "samples": n, "config": asdict(config), **(provenance or {})}
+    return OcclusionAwareRegressor(or_format.pack(settings, shape_model, refine_model, out, record))
 
 
-def _peaks(data: TrainingSet, chunk: int = 256) -> np.ndarray:
-    """The network's landmarks of ``data``, or the stored heatmaps' peaks (``refiner.heatmap_peaks``)."""
+def _chunks(n: int, size: int) -> list[slice]:
+    """``range(n)`` in slices of ``size``: the training set in parts that bound the temporaries' memory."""
+    return [slice(start, start + size) for start in range(0, n, size)]
+
+
+def _peaks(data: TrainingSet) -> np.ndarray:
+    """The network's landmarks of ``data``, or the stored heatmaps' peaks (``or_cascade.heatmap_peaks``)."""
     if data.peaks is not None:
         return np.asarray(data.peaks, dtype=np.float64)
-    return np.concatenate([orr.heatmap_peaks(data.heatmaps[i:i + chunk]) for i in range(0, len(data.heatmaps), chunk)])
+    return np.concatenate([cascade.heatmap_peaks(data.heatmaps[part]) for part in _chunks(len(data.heatmaps), CHUNK)])
 
 
-def _fit_peaks(peaks: np.ndarray, initial: np.ndarray, inverse0: np.ndarray, forward0: np.ndarray, active: np.ndarray,
-               basis: np.ndarray, sigma: np.ndarray, limits: np.ndarray, config: CascadeConfig,
-               chunk: int = 256) -> np.ndarray:
-    """``refiner.fit_to_peaks`` over all training samples, in chunks to bound the fit operators' memory."""
-    def operators_for(pattern: np.ndarray) -> np.ndarray:
-        return orr.shape_fit_operators(pattern, basis, sigma, config.shape_noise)
-
-    fitted = np.empty_like(initial)
-    for start in range(0, len(initial), chunk):
-        part = slice(start, start + chunk)
-        fitted[part] = orr.fit_to_peaks(peaks[part], initial[part], inverse0[part], forward0[part], active[part],
-                                        operators_for, basis, limits, config.peak_outlier)
-    return fitted
-
-
-def _pool_values(heatmaps: np.ndarray, shapes: np.ndarray, forward: np.ndarray, offsets: np.ndarray,
-                 input_size: int, chunk: int = 512) -> np.ndarray:
-    """``(N, L, P)`` stored-heatmap values in [0, 1] at every landmark's pool, in chunks of samples so that the
-    sampler's temporaries stay small beside the stored heatmaps."""
-    values = np.empty((len(shapes), *offsets.shape[:2]))
-    for start in range(0, len(shapes), chunk):
-        part = slice(start, start + chunk)
-        x, y = orr.pool_points(shapes[part], forward[part], offsets)
-        values[part] = orr.sample_bilinear(heatmaps[part], x, y, input_size) / QUANTISATION
-    return values
+def _fit_stage(rng: np.random.Generator, values: np.ndarray, residual: np.ndarray, weights: np.ndarray,
+               active: np.ndarray, config: CascadeConfig, stage: dict[str, np.ndarray]) -> None:
+    """Fit one stage's trees in place in ``stage`` (views of the ``or_format.TREE_ARRAYS`` of that stage, its
+    ``anchors`` set): each tree boosts on what the trees before it left of its landmark's ``residual`` ``(N, L, 2)``
+    over the samples where that landmark is ``active``, from the pool ``values`` ``(N, L, P)``."""
+    step = np.zeros_like(residual)
+    for tree, landmark in enumerate(stage["anchors"].tolist()):
+        members = np.flatnonzero(active[:, landmark])
+        if len(members) == 0:
+            continue
+        feature_a, feature_b, thresholds, leaves, leaf = _fit_tree(
+            rng, values[members, landmark], residual[members, landmark] - step[members, landmark],
+            weights[members, landmark], config)
+        stage["feature_a"][tree], stage["feature_b"][tree] = feature_a, feature_b
+        stage["thresholds"][tree], stage["leaves"][tree] = thresholds, leaves
+        step[members, landmark] += leaves[leaf]
 
 
 def _draw_offsets(rng: np.random.Generator, count: int, pool: int, radius: float) -> np.ndarray:
@@ -362,19 +342,6 @@ def _split_gain(right: np.ndarray, weighted: np.ndarray, weights: np.ndarray, pr
     sum_left = weighted.sum(0) - sum_right
     weight_left = weights.sum() - weight_right
     return ((sum_right ** 2).sum(1) / (weight_right + prior) + (sum_left ** 2).sum(1) / (weight_left + prior))
-
-
-def _fit_shapes(proposed: np.ndarray, initial: np.ndarray, inverse0: np.ndarray, forward0: np.ndarray,
-                active: np.ndarray, basis: np.ndarray, sigma: np.ndarray, limits: np.ndarray, noise: float,
-                chunk: int = 256) -> np.ndarray:
-    """``refiner.fit_shape`` over all training samples, in chunks to bound the fit operators' memory."""
-    fitted = np.empty_like(proposed)
-    for start in range(0, len(proposed), chunk):
-        part = slice(start, start + chunk)
-        operators = orr.shape_fit_operators(active[part], basis, sigma, noise)
-        fitted[part] = orr.fit_shape(proposed[part], initial[part], inverse0[part], forward0[part], operators,
-                                     basis, limits)
-    return fitted
 
 
 def _clip_norm(vectors: np.ndarray, limit: float) -> np.ndarray:

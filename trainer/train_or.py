@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     arrays["provenance"] = np.str_(json.dumps({**regressor.provenance, "validation": validation}))
     orr.OcclusionAwareRegressor(arrays).save(out_path)
     print(f"wrote {out_path}: {config.stages} stages x {regressor.trees} trees of depth {config.depth}, "
-          f"{len(regressor.basis)} shape components")
+          f"{len(regressor.shape_model.basis)} shape components")
     if validation is not None:
         print(f"held-out training faces ({validation['faces']}): NME inter-ocular MNN {validation['nme_mnn']:.2f}%, "
               f"MNN+OR {validation['nme_mnn_or']:.2f}%")
