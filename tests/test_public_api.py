@@ -11,8 +11,8 @@ import pytest
 import app.core
 from tests.conftest import ROOT, require_shared
 
-PURE_MODULES = ("app.core.refiner", "app.core.or_cascade", "app.core.or_format", "app.core.landmark_pose", "app.core.results", "app.core.results_csv",
-                "app.core.overlay", "app.core.frame_rate", "app.core.exit_codes")
+PURE_MODULES = ("app.core.refiner", "app.core.or_cascade", "app.core.or_format", "app.core.landmark_pose",
+                "app.core.results", "app.core.results_csv", "app.core.overlay", "app.core.frame_rate", "app.core.exit_codes")
 """Modules that work on numbers and images only, and so must not load ONNX Runtime (nor make a data worker
 that imports them load it)."""
 
