@@ -2,12 +2,13 @@
 
 Runs the same ``FrameLoop`` as the viewer and the headless command, draws the overlay of every
 frame (without writing it anywhere), and reports frames per second end to end and the median
-milliseconds of each stage: decode, detect, crop, infer, refine (full mode: the occlusion-aware
-regressor, ``or.npz``), overlay. ``refine_ms_per_face`` is the refine time summed over the measured
-frames divided by the faces they held: the cost per face of the OR and of the pose fitted to its
-landmarks (``app.core.landmark_pose``). The first ``--warmup`` frames (graph start-up, first
-allocations) are processed but not measured; model loading is never measured. Speed is measured
-here, never by timed tests.
+milliseconds of each stage, as ``FacePipeline`` names them: decode, detect, crop (and mapping the
+outputs back to the frame), infer (the ONNX Runtime run alone), refine (full mode: the occlusion-aware
+regressor, ``or.npz``, and the pose fitted to its landmarks), overlay; the bench runs unsmoothed.
+``refine_ms_per_face`` is the refine time summed over the measured frames divided by the faces they
+held: the cost per face of the OR and of the pose fitted to its landmarks (``app.core.landmark_pose``).
+The first ``--warmup`` frames (graph start-up, first allocations) are processed but not measured;
+model loading is never measured. Speed is measured here, never by timed tests.
 
 Exit codes (``app.core.exit_codes``) as for ``run_app.py process``: 2 bad arguments or missing file,
 3 unreadable video, 4 model missing or invalid.

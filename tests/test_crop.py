@@ -57,3 +57,32 @@ def test_detector_box_maps_to_a_landmark_style_box_lower_and_slightly_smaller() 
     dx, dy, scale = crop.DETECTOR_BOX_FIT
     np.testing.assert_allclose((face[:2] + face[2:]) / 2, [150 + dx * 100, 150 + dy * 100])
     assert face[2] - face[0] == pytest.approx(100 * scale)
+
+
+def test_the_crop_rule_without_augmentation_is_the_square_box_bit_for_bit() -> None:
+    boxes = np.random.default_rng(1).uniform(0, 500, (50, 4)) + [0, 0, 500, 500]
+    for box in boxes:
+        np.testing.assert_array_equal(crop.crop_square(box), crop.square_box(box))
+
+
+def test_the_crop_rule_shifts_by_fractions_of_the_side_and_zooms_about_the_shifted_centre() -> None:
+    box = np.array([10.0, 20.0, 50.0, 120.0])  # square side 130 about (30, 70)
+    np.testing.assert_allclose(crop.crop_square(box, shift=(0.1, -0.2), zoom=2.0),
+                               [30 + 13 - 32.5, 70 - 26 - 32.5, 30 + 13 + 32.5, 70 - 26 + 32.5])
+
+
+def test_detector_box_fit_is_what_face_box_from_detection_undoes() -> None:
+    detection = np.array([100.0, 80.0, 180.0, 190.0])
+    fit = crop.detector_box_fit(detection, crop.face_box_from_detection(detection))
+    np.testing.assert_allclose(fit, crop.DETECTOR_BOX_FIT, atol=1e-12)
+
+
+def test_translation_in_frame_terms_is_the_projected_centre_in_pixels_and_pixels_per_mean_face_unit() -> None:
+    square = np.array([100.0, 50.0, 300.0, 250.0])  # side 200 about (200, 150)
+    centre, scale = crop.translation_to_frame(np.array([0.1, -0.2, 2.0]), crop.crop_transform(square, 64), 64)
+    np.testing.assert_allclose(centre, [200 + 0.1 * 100, 150 - 0.2 * 100], atol=1e-9)
+    assert scale == pytest.approx(200 / (2 * 2.0))
+    turned, turned_scale = crop.translation_to_frame(np.array([0.0, 0.0, 2.0]),
+                                                     crop.crop_transform(square, 64, angle_deg=30.0), 64)
+    np.testing.assert_allclose(turned, [200, 150], atol=1e-9)
+    assert turned_scale == pytest.approx(scale)

@@ -157,3 +157,10 @@ def test_process_exits_4_with_one_line_for_a_model_that_contradicts_its_metadata
     assert result.stderr.strip().splitlines() == [
         f"error: {models / ENCODER_FILE}: output 'pose' has width 2, the runtime needs 6"]
     assert not (tmp_path / "out" / "d18.csv").exists()
+
+
+def test_estimate_faces_of_no_boxes_is_no_faces_with_crop_and_infer_timed(random_models):
+    timings: dict[str, float] = {}
+    with PoseEstimator(random_models) as estimator:
+        faces = estimator.estimate_faces(np.zeros((120, 160, 3), np.uint8), np.zeros((0, 4)), "full", timings=timings)
+    assert faces == [] and set(timings) == {"crop", "infer"}

@@ -11,7 +11,8 @@ from app.core.crop import from_normalised, to_normalised
 from app.core.estimator import PoseEstimator
 from app.core.landmark_pose import pose_from_landmarks, with_landmark_pose
 from app.core.model_io import ModelInfo
-from app.core.pipeline import FacePipeline, crop_faces
+from app.core.crop import crop_faces
+from app.core.pipeline import FacePipeline, face_boxes_of
 from app.core.pose import fit_pose, project
 from app.core.results import EstimatorOutput
 from tests.conftest import require_shared
@@ -88,7 +89,7 @@ def test_the_pipeline_in_full_mode_reports_the_pose_of_its_landmarks(random_mode
         face = pipeline.process(frame).faces[0]
         info = pipeline.load("full")
     with PoseEstimator(random_models) as estimator:
-        crops, _ = crop_faces(frame, face.box[None], info.input_size)
+        crops, _ = crop_faces(frame, face_boxes_of(face.box[None]), info.input_size)
         out = estimator.estimate(crops, "full")
     expected = pose_from_landmarks(to_normalised(out.landmarks[0], info.input_size), np.ones(68, bool), info.mean_face)
     if expected is None:

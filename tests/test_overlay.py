@@ -19,7 +19,7 @@ def frame_with(face: FaceResult, mode: str = "pose") -> FrameResult:
 
 def face(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0, landmarks=None, visibility=None) -> FaceResult:
     return FaceResult(face_id=1, box=BOX, score=0.9, yaw=yaw, pitch=pitch, roll=roll,
-                      translation=np.array([0.0, 0.0, 1.0]), landmarks=landmarks, visibility=visibility)
+                      centre=np.array([0.0, 0.0]), scale=1.0, landmarks=landmarks, visibility=visibility)
 
 
 def axes_only(result: FrameResult) -> np.ndarray:

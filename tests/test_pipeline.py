@@ -1,13 +1,15 @@
 """FacePipeline and FrameLoop: faces in frame coordinates, crops that map back, mode switches, stops."""
 from __future__ import annotations
 
+import time
 
 import cv2
 import numpy as np
 import pytest
 
 from app.core import crop
-from app.core.pipeline import FacePipeline, FrameLoop, crop_faces, crop_square
+from app.core.estimator import DEFAULT_MODELS_DIR
+from app.core.pipeline import FacePipeline, FrameLoop, face_boxes_of
 from app.core.video import VideoSource
 from tests.conftest import require_shared
 from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
@@ -21,10 +23,11 @@ def d18_frames() -> list[np.ndarray]:
     return frames
 
 
-def test_the_crop_square_is_the_matching_face_box_enlarged_30_percent():
+def test_the_crop_square_of_a_detection_is_its_matching_face_box_enlarged_30_percent():
     box = np.array([100.0, 50.0, 200.0, 170.0])
-    square = crop_square(box)
-    face = crop.face_box_from_detection(box)
+    (face,) = face_boxes_of(box[None])
+    square = crop.crop_square(face)
+    np.testing.assert_array_equal(face, crop.face_box_from_detection(box))
     assert square[2] - square[0] == pytest.approx(1.3 * (face[2] - face[0]))
     assert square[3] - square[1] == pytest.approx(square[2] - square[0])
     assert np.allclose((square[:2] + square[2:]) / 2, (face[:2] + face[2:]) / 2)
@@ -33,26 +36,103 @@ def test_the_crop_square_is_the_matching_face_box_enlarged_30_percent():
 def test_crop_maps_back_onto_its_square():
     frame = np.zeros((300, 400, 3), np.uint8)
     frame[100:200, 150:250] = 255
-    box = np.array([150.0, 100.0, 250.0, 200.0])
-    crops, (transform,) = crop_faces(frame, box[None], INPUT_SIZE)
+    box = face_boxes_of(np.array([[150.0, 100.0, 250.0, 200.0]]))
+    crops, (transform,) = crop.crop_faces(frame, box, INPUT_SIZE)
     assert crops.shape == (1, INPUT_SIZE, INPUT_SIZE, 3)
     corners = crop.unwarp_points(np.array([[-0.5, -0.5], [INPUT_SIZE - 0.5, INPUT_SIZE - 0.5]]), transform)
-    assert np.allclose(corners.ravel(), crop_square(box), atol=1e-6)
+    assert np.allclose(corners.ravel(), crop.crop_square(box[0]), atol=1e-6)
     points = np.array([[160.0, 110.0], [240.5, 199.0]])
     assert np.allclose(crop.unwarp_points(crop.warp_points(points, transform), transform), points)
     white = crops[0, :, :, 0] > 127
-    side = crop_square(box)[2] - crop_square(box)[0]
+    side = crop.crop_square(box[0])[2] - crop.crop_square(box[0])[0]
     assert abs(white.mean() - (100.0 / side) ** 2) < 0.03
 
 
-def test_face_boxes_are_cropped_as_training_crops_them_without_the_detector_mapping():
-    frame = np.zeros((300, 400, 3), np.uint8)
-    box = np.array([150.0, 100.0, 250.0, 200.0])
-    _, (as_face,) = crop_faces(frame, box[None], INPUT_SIZE, face_boxes=True)
-    _, (as_detection,) = crop_faces(frame, box[None], INPUT_SIZE)
-    corners = np.array([[-0.5, -0.5], [INPUT_SIZE - 0.5, INPUT_SIZE - 0.5]])
-    assert np.allclose(crop.unwarp_points(corners, as_face).ravel(), crop.square_box(box), atol=1e-6)
-    assert not np.allclose(crop.unwarp_points(corners, as_detection).ravel(), crop.square_box(box), atol=1.0)
+@pytest.mark.parametrize("mode", ["pose", "full"])
+def test_estimate_returns_the_faces_the_pipeline_reports_for_the_same_boxes(random_models, d18_frames, mode):
+    with FacePipeline(random_models, mode=mode) as pipeline:
+        reported = [pipeline.process(frame, i, i / 30).faces for i, frame in enumerate(d18_frames)]
+    with FacePipeline(random_models, mode=mode) as pipeline:
+        estimated = [pipeline.estimate(frame, np.array([f.box for f in faces]))
+                     for frame, faces in zip(d18_frames, reported)]
+    assert [len(f) for f in estimated] == [len(f) for f in reported] == [1, 1, 1]
+    for faces, estimates in zip(reported, estimated):
+        for face, estimate in zip(faces, estimates):
+            np.testing.assert_array_equal([face.yaw, face.pitch, face.roll], estimate.angles)
+            np.testing.assert_array_equal(face.centre, estimate.centre)
+            assert face.scale == estimate.scale
+            np.testing.assert_array_equal(estimate.box, crop.face_box_from_detection(face.box))
+            if mode == "full":
+                np.testing.assert_array_equal(face.landmarks, estimate.landmarks)
+                np.testing.assert_array_equal(face.visibility, estimate.visibility)
+            else:
+                assert face.landmarks is None and estimate.landmarks is None and estimate.network_landmarks is None
+                np.testing.assert_array_equal(estimate.angles, estimate.network_angles)
+
+
+@pytest.fixture(scope="module")
+def shipped_pipeline():
+    """The shipped models in pose mode: a trained network, whose translation follows the face."""
+    with FacePipeline(DEFAULT_MODELS_DIR, mode="pose", precision="fp32") as pipeline:
+        yield pipeline
+
+
+def _first_face(pipeline: FacePipeline, frame: np.ndarray):
+    (face,) = pipeline.process(frame).faces
+    return face
+
+
+def test_a_face_shifted_in_the_frame_moves_its_centre_by_the_same_pixels(shipped_pipeline, d18_frames):
+    frame = d18_frames[0]
+    box = _first_face(shipped_pipeline, frame).box
+    dx, dy = 37, 21
+    shifted = cv2.copyMakeBorder(frame, dy, 0, dx, 0, cv2.BORDER_REPLICATE)
+    (before,) = shipped_pipeline.estimate(frame, box[None])
+    (after,) = shipped_pipeline.estimate(shifted, (box + [dx, dy, dx, dy])[None])
+    np.testing.assert_allclose(after.centre - before.centre, [dx, dy], atol=0.05)
+    assert after.scale == pytest.approx(before.scale, rel=1e-3)
+    square = crop.crop_square(crop.face_box_from_detection(box))
+    assert square[0] < before.centre[0] < square[2] and square[1] < before.centre[1] < square[3]
+
+
+def test_a_face_scaled_twice_as_large_doubles_its_scale(shipped_pipeline, d18_frames):
+    frame = d18_frames[0]
+    box = _first_face(shipped_pipeline, frame).box
+    larger = cv2.resize(frame, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_LINEAR)
+    (before,) = shipped_pipeline.estimate(frame, box[None])
+    (after,) = shipped_pipeline.estimate(larger, (2.0 * box + 0.5)[None])  # pixel centres: x' = 2x + 0.5
+    assert after.scale == pytest.approx(2.0 * before.scale, rel=0.03)
+    np.testing.assert_allclose(after.centre, 2.0 * before.centre + 0.5, atol=2.0)
+
+
+def test_infer_times_the_network_alone_not_a_slow_smoother(random_models, d18_frames, monkeypatch):
+    pause_s = 0.4
+    with FacePipeline(random_models, mode="pose", smooth=True) as pipeline:
+        smooth = pipeline._smoother.smooth
+
+        def slow_smooth(*args, **kwargs):
+            time.sleep(pause_s)
+            return smooth(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline._smoother, "smooth", slow_smooth)
+        timings = pipeline.process(d18_frames[0], 0, 0.0).timings_ms
+    assert timings["smooth"] >= pause_s * 1000
+    assert timings["infer"] < pause_s * 1000 and timings["crop"] < pause_s * 1000
+
+
+def test_infer_times_the_network_alone_not_mapping_its_outputs_back(random_models, d18_frames, monkeypatch):
+    pause_s = 0.4
+    unwarp = crop.unwarp_points
+
+    def slow_unwarp(*args, **kwargs):
+        time.sleep(pause_s)
+        return unwarp(*args, **kwargs)
+
+    with FacePipeline(random_models, mode="pose") as pipeline:
+        pipeline.load()
+        monkeypatch.setattr(crop, "unwarp_points", slow_unwarp)
+        timings = pipeline.process(d18_frames[0], 0, 0.0).timings_ms
+    assert timings["crop"] >= pause_s * 1000 and timings["infer"] < pause_s * 1000 and "smooth" not in timings
 
 
 def test_full_mode_gives_each_face_an_id_a_pose_and_landmarks_in_frame_pixels(random_models, d18_frames):
@@ -62,10 +142,10 @@ def test_full_mode_gives_each_face_an_id_a_pose_and_landmarks_in_frame_pixels(ra
     assert all(len(r.faces) == 1 for r in results)
     assert len({r.faces[0].face_id for r in results}) == 1
     face = results[0].faces[0]
-    square = crop_square(face.box)
+    square = crop.crop_square(crop.face_box_from_detection(face.box))
     assert face.landmarks.shape == (LANDMARKS, 2) and face.visibility.shape == (LANDMARKS,)
     assert np.all(face.landmarks >= square[:2] - 5) and np.all(face.landmarks <= square[2:] + 5)
-    assert face.translation.shape == (3,) and np.isfinite([face.yaw, face.pitch, face.roll]).all()
+    assert face.centre.shape == (2,) and np.isfinite([face.yaw, face.pitch, face.roll, *face.centre]).all()
     assert {"detect", "crop", "infer"} <= set(results[0].timings_ms)
 
 

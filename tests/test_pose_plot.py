@@ -12,7 +12,7 @@ import pytest
 from app.core.pose_plot import DPI, FIGURE_SIZE, pose_series, write_pose_plot
 
 COLUMNS = ["frame", "time_s", "detected", "face_id", "score", "x1", "y1", "x2", "y2", "yaw", "pitch", "roll",
-           "tx", "ty", "tz"]
+           "cx", "cy", "scale"]
 FPS = 10.0
 
 
@@ -27,7 +27,7 @@ def write_csv(path: Path, faces: dict[int, dict[int, tuple[float, float, float]]
                 writer.writerow([frame, f"{frame / FPS:.3f}", 0] + [""] * (len(COLUMNS) - 3))
             for face_id, (yaw, pitch, roll) in here:
                 writer.writerow([frame, f"{frame / FPS:.3f}", 1, face_id, 0.9, 10, 10, 50, 50, yaw, pitch, roll,
-                                 0.0, 0.0, 1.5])
+                                 30.0, 30.0, 20.0])
     return path
 
 

@@ -15,17 +15,17 @@ LANDMARKS = 3
 
 def _face(face_id: int, landmarks: bool) -> FaceResult:
     return FaceResult(face_id=face_id, box=np.array([10.25, 20.5, 60.75, 80.0]) + face_id, score=0.875,
-                      yaw=12.5, pitch=-3.25, roll=0.5, translation=np.array([0.125, -0.25, 1.5]),
+                      yaw=12.5, pitch=-3.25, roll=0.5, centre=np.array([35.25, 50.5]), scale=18.125,
                       landmarks=np.array([[11.0, 21.0], [30.5, 40.25], [50.0, 70.0]]) if landmarks else None,
                       visibility=np.array([0.25, 0.5, 1.0]) if landmarks else None)
 
 
 def test_csv_numbers_never_print_minus_zero():
     face = FaceResult(face_id=1, box=np.array([-0.001, 10.0, 20.0, 30.0]), score=0.9, yaw=-0.00001, pitch=-0.0,
-                      roll=-1e-7, translation=np.array([-1e-9, 0.5, -0.0]), landmarks=None, visibility=None)
+                      roll=-1e-7, centre=np.array([-1e-9, 0.5]), scale=-0.0, landmarks=None, visibility=None)
     row = frame_rows(FrameResult(0, 0.0, (face,), {}, "pose"), 68)[0]
     assert not any(value.startswith("-0") and float(value) == 0 for value in row), row
-    assert row[5] == "0.00" and row[9:12] == ["0.0000"] * 3 and row[12] == "0.000000"
+    assert row[5] == "0.00" and row[9:12] == ["0.0000"] * 3 and row[12] == "0.00" and row[14] == "0.000"
 
 
 @pytest.mark.parametrize("mode", ["pose", "full"])
@@ -46,7 +46,8 @@ def test_rows_written_by_csv_log_read_back_as_the_same_frames_and_faces(tmp_path
         assert (after.face_id, after.score, after.yaw, after.pitch, after.roll) == \
             (before.face_id, before.score, before.yaw, before.pitch, before.roll)
         np.testing.assert_array_equal(after.box, before.box)
-        np.testing.assert_array_equal(after.translation, before.translation)
+        np.testing.assert_array_equal(after.centre, before.centre)
+        assert after.scale == before.scale
         if mode == "full":
             np.testing.assert_array_equal(after.landmarks, before.landmarks)
             np.testing.assert_array_equal(after.visibility, before.visibility)

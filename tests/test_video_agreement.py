@@ -75,7 +75,7 @@ def test_reference_reader_rejects_a_cell_that_is_not_a_number_with_its_line(tmp_
 
 
 def test_process_csv_reader_keeps_the_largest_face_and_nan_for_a_frame_without_one(tmp_path):
-    header = "frame,time_s,detected,face_id,score,x1,y1,x2,y2,yaw,pitch,roll,tx,ty,tz\n"
+    header = "frame,time_s,detected,face_id,score,x1,y1,x2,y2,yaw,pitch,roll,cx,cy,scale\n"
     path = _write(tmp_path / "ours.csv", header
                   + "0,0.0000,1,1,0.9,0,0,10,10,5,0,0,0,0,1\n"
                   + "0,0.0000,1,2,0.9,0,0,50,50,30,1,2,0,0,1\n"

@@ -345,7 +345,7 @@ def test_status_text_says_when_the_occlusion_aware_regressor_places_the_landmark
 def face(face_id: int, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0,
          box: tuple[float, float, float, float] = (0, 0, 10, 10)) -> FaceResult:
     return FaceResult(face_id=face_id, box=np.array(box, dtype=np.float64), score=0.9, yaw=yaw, pitch=pitch,
-                      roll=roll, translation=np.zeros(3), landmarks=None, visibility=None)
+                      roll=roll, centre=np.zeros(2), scale=1.0, landmarks=None, visibility=None)
 
 
 def frame(time_s: float, *faces: FaceResult) -> FrameResult:

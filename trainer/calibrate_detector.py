@@ -2,8 +2,9 @@
 
 The network is trained on crops of the landmark box (+30%, square) but the app crops detector boxes.
 This measures, on training faces, the landmark box's centre offset (in detector-box widths and
-heights) and its side over the detector box's side, as medians; ``app.core.crop.DETECTOR_BOX_FIT``
-holds the result so the app's crops match the training crops.
+heights) and its side over the detector box's side (``app.core.crop.detector_box_fit``, the inverse of
+the mapping the app crops by), as medians; ``app.core.crop.DETECTOR_BOX_FIT`` holds the result so the
+app's crops match the training crops.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from app.core.crop import detector_box_fit
 from app.core.detector import create_detector
 from app.core.exit_codes import ExitCode
 from trainer.cli import report_error
@@ -39,8 +41,7 @@ def box_relations(specs: list[str], detector_name: str = "blazeface") -> np.ndar
                 best = int(np.argmin(np.linalg.norm(centres - centre, axis=1)))
                 if np.linalg.norm(centres[best] - centre) > side / 2:
                     continue
-                w, h = found[best, 2] - found[best, 0], found[best, 3] - found[best, 1]
-                rows.append([(centre[0] - centres[best, 0]) / w, (centre[1] - centres[best, 1]) / h, side / max(w, h)])
+                rows.append(detector_box_fit(found[best, :4], box))
     finally:
         detector.close()
     return np.asarray(rows)

@@ -1,7 +1,8 @@
 """``python -m trainer.evaluate``: the exported ONNX models on held-out data, through the app's own runtime.
 
-Faces are cropped as the app crops them (``app.core.pipeline.crop_faces``: box +30%, square) and run
-by ``app.core.estimator.PoseEstimator``. The box is the dataset's (the landmark box, the paper's
+Each face goes through the app's own per-face path, ``PoseEstimator.estimate_faces`` (cropped by
+``app.core.crop``'s rule: box +30%, square; the network; in full mode the refiner and the pose of the
+final landmarks; all mapped back to the image). The box is the dataset's (the landmark box, the paper's
 protocol, cropped as training crops it) or, for data without one (BIWI, AFLW2000 images without
 landmarks), the app's face detector's best detection mapped to a landmark box as the app maps it.
 ``--crop detector`` takes the detector's box for every face, as the app does on video: figures for
@@ -38,12 +39,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from app.core.crop import face_box_from_detection, unwarp_points
+from app.core.crop import face_box_from_detection
 from app.core.detector import create_detector
 from app.core.estimator import PoseEstimator
 from app.core.landmark_pose import pose_from_landmarks
 from app.core.model_io import PRECISIONS, ModelError, ModelInfo
-from app.core.pipeline import crop_faces, finish_full_mode
 from app.core.refiner import OR_FILE, OcclusionAwareRegressor
 from app.core.tracking import iou_matrix
 from app.core.video import VideoError
@@ -166,26 +166,23 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
             if box is None:
                 missed += 1
                 continue
-        crops, transforms = crop_faces(frame, np.asarray([box]), size, face_boxes=True)
-        out = estimator.estimate(crops, mode)
-        final = finish_full_mode(None, out, info, refiner) if mode == "full" else out
+        (face,) = estimator.estimate_faces(frame, np.asarray([box]), mode, refiner)
         truth = truth_pose(sample, mean_face)
         if truth is not None:
-            pred_pose.append(final.pose[0, :3])
-            network_pose.append(out.pose[0, :3])
+            pred_pose.append(face.angles)
+            network_pose.append(face.network_angles)
             true_pose.append(truth)
         if mode != "full" or not sample.mask.any():
             continue
         layout = layout_for(len(sample.landmarks))
-        landmarks = unwarp_points(out.landmarks[0], transforms[0])
-        refined = None if refiner is None else unwarp_points(final.landmarks[0], transforms[0])
+        refined = None if refiner is None else face.landmarks
         for key, norm in normalisers(sample.landmarks, sample.box if sample.box is not None else box, layout).items():
-            nme[key].append(face_nme(landmarks, sample.landmarks, sample.mask, norm))
+            nme[key].append(face_nme(face.network_landmarks, sample.landmarks, sample.mask, norm))
             if refined is not None:
                 nme_or[key].append(face_nme(refined, sample.landmarks, sample.mask, norm))
         if not np.array_equal(sample.visibility, sample.mask):
             synthetic = False
-            vis_scores.append(1.0 - out.visibility[0][sample.mask])
+            vis_scores.append(1.0 - face.visibility[sample.mask])
             vis_labels.append(~sample.visibility[sample.mask])
         elif sample.box is not None and crop == "dataset":
             image, mask, visible = _occluded_copy(sample, size, mean_face, index)

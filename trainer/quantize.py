@@ -15,24 +15,13 @@ when it loses at most ``MAX_MAE_LOSS``° of mean MAE and is at least ``MIN_SPEED
 ``PoseEstimator(precision="auto")``), and ``fp32_int8_angle_diff``, the mean |Δ| of the angles
 between the two on the same faces, which MAE against labels several degrees off can hide.
 
-Scheme, measured on this 2-core AVX-512 VNNI CPU (shared with training: ±20% noise): QDQ, uint8
-activations and int8 weights (U8S8; S8S8 ran only 1.1× faster than fp32, U8S8 3.4× on the
-encoder), weights per tensor, MinMax calibration on 256 faces. QOperator ran as fast and as
-accurately (both become the same QLinearConv kernels); QDQ is ONNX Runtime's recommended format.
-Per-channel weights were no faster, no closer to fp32 (mean |Δangle| 1.72° either way) and lost
-more MAE (0.20° against 0.09°); Entropy and Percentile calibration did no better. Only the backbone
-is quantised (``QUANTISED_OPS``): the heads (``fc_*``) and all after them stay fp32, since 8-bit
-pose outputs would step the angles by about a degree and 8-bit heatmap logits blunt the softmax.
-So do the encoder's bottleneck stages (``FP32_STAGES_FROM`` on: 4×4 to 1×1 at 128 px, a sliver of the
-compute): quantising them cost the annealed epoch-20 model 3.6° of validation MAE (7.5° of mean
-|Δangle| against fp32; per-channel weights or Percentile calibration did not help), keeping them fp32
-0.02° (0.2°), on the split's validation faces. Concat is left unquantised: in the full model the
-decoder's concatenations would share their scale with the encoder's skip tensors, and that coarser
-rounding cost the same model 2.6° through the pose path. Speed-ups depend on the CPU: 3.9× (pose)
-and 2.2× (full) for the epoch-14 models on an AVX-512 VNNI host, 1.8× and 1.3× for the epoch-20 ones
-on an AVX2-only host (where the old scheme ran no faster), so there the rule keeps fp32.
-The full model's six ConvTranspose layers have no INT8 kernel on the CPU and run in fp32 between a
-dequantise and a quantise; rewriting them as 1×1 convolution + DepthToSpace saved only 6–13%.
+Scheme: QDQ (ONNX Runtime's recommended format), uint8 activations and int8 weights per tensor,
+MinMax calibration. Only the backbone is quantised (``QUANTISED_OPS``): the heads (``fc_*``) and all
+after them stay fp32, since 8-bit pose outputs would step the angles by about a degree and 8-bit
+heatmap logits blunt the softmax; so do the encoder's bottleneck stages (``FP32_STAGES_FROM`` on) and
+the decoder's concatenations, whose rounding cost degrees of pose. The speed-up depends on the CPU,
+hence a verdict per machine. The experiments behind these choices: ``models/TRAINING_HISTORY.md``,
+"INT8 quantisation".
 """
 from __future__ import annotations
 
@@ -55,10 +44,9 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from tqdm import tqdm
 
 from app.core import model_io
-from app.core.estimator import PoseEstimator
+from app.core.crop import crop_faces
+from app.core.estimator import PoseEstimator, Refiner
 from app.core.model_io import MODES, ModelError, ModelInfo
-from app.core.pipeline import crop_faces, finish_full_mode
-from app.core.refiner import OcclusionAwareRegressor
 from trainer.cli import report_error
 from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
@@ -99,10 +87,11 @@ class Scheme:
 
 
 def face_crop(sample: FaceSample, size: int) -> np.ndarray | None:
-    """The ``(size, size, 3)`` RGB crop ``trainer.evaluate`` feeds the network for ``sample``, or None without a box."""
+    """The ``(size, size, 3)`` RGB crop the app's per-face path feeds the network for ``sample``
+    (``app.core.crop.crop_faces`` of its box), or None without a box."""
     if sample.box is None:
         return None
-    crops, _ = crop_faces(cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR), np.asarray([sample.box]), size, face_boxes=True)
+    crops, _ = crop_faces(cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR), np.asarray([sample.box]), size)
     return crops[0]
 
 
@@ -226,36 +215,33 @@ def latencies_ms(estimators: Sequence[PoseEstimator], mode: str, runs: int, warm
     return [statistics.median(series) for series in times]
 
 
-def validation_faces(items: list, size: int, mean_face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Crops of the validation faces that have a pose label, and those labels (yaw, pitch, roll degrees)."""
-    crops, truths = [], []
-    for dataset, index in tqdm(items, desc="validation crops", unit="face"):
+def validation_faces(items: list, mean_face: np.ndarray) -> tuple[list, np.ndarray]:
+    """The validation items whose face has a box and a pose label, and those labels (yaw, pitch, roll degrees)."""
+    kept, truths = [], []
+    for dataset, index in tqdm(items, desc="validation faces", unit="face"):
         sample = dataset[index]
-        crop, truth = face_crop(sample, size), truth_pose(sample, mean_face)
-        if crop is not None and truth is not None:
-            crops.append(crop)
+        truth = truth_pose(sample, mean_face)
+        if sample.box is not None and truth is not None:
+            kept.append((dataset, index))
             truths.append(truth)
-    if not crops:
+    if not kept:
         raise ValueError("no validation face with a box and a pose label")
-    return np.stack(crops), np.stack(truths)
+    return kept, np.stack(truths)
 
 
-def predict_angles(estimator: PoseEstimator, mode: str, crops: np.ndarray,
-                   refiner: OcclusionAwareRegressor | None = None) -> np.ndarray:
-    """``(N, 3)`` yaw, pitch, roll in degrees for ``crops``, one face per run as evaluation runs them.
+def predict_angles(estimator: PoseEstimator, mode: str, items: list, refiner: Refiner | None = None) -> np.ndarray:
+    """``(N, 3)`` yaw, pitch, roll in degrees for the faces of ``items``, one face per run as evaluation runs
+    them, through the app's per-face path (``PoseEstimator.estimate_faces``): in full mode the pose of the
+    final landmarks (``refiner``'s when given), what the app reports."""
+    def angles(dataset: Any, index: int) -> np.ndarray:
+        sample = dataset[index]
+        frame = cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR)
+        return estimator.estimate_faces(frame, np.asarray([sample.box]), mode, refiner)[0].angles
 
-    Full mode reports what the app reports: the pose of the final landmarks (``refiner``'s when given).
-    """
-    info = estimator.info(mode)
-
-    def angles(crop: np.ndarray) -> np.ndarray:
-        out = estimator.estimate(crop[None], mode)
-        return (finish_full_mode(None, out, info, refiner) if mode == "full" else out).pose[0, :3]
-
-    return np.stack([angles(crop) for crop in crops]).astype(np.float64)
+    return np.stack([angles(dataset, index) for dataset, index in items])
 
 
-def assess(models_dir: Path, out_dir: Path, mode: str, crops: np.ndarray, truths: np.ndarray,
+def assess(models_dir: Path, out_dir: Path, mode: str, items: list, truths: np.ndarray,
            runs: int) -> dict[str, Any]:
     """fp32 against INT8 for one mode: latency, validation MAE, the verdict, and the fp32 file's identity."""
     fp32_file = MODES[mode][0]
@@ -263,7 +249,7 @@ def assess(models_dir: Path, out_dir: Path, mode: str, crops: np.ndarray, truths
     int8 = PoseEstimator(out_dir, CPU, precision="int8")
     fp32_ms, int8_ms = latencies_ms([fp32, int8], mode, runs)
     refiner = refiner_beside(fp32, fp32.info(mode)) if mode == "full" else None
-    fp32_pred, int8_pred = predict_angles(fp32, mode, crops, refiner), predict_angles(int8, mode, crops, refiner)
+    fp32_pred, int8_pred = predict_angles(fp32, mode, items, refiner), predict_angles(int8, mode, items, refiner)
     fp32_mae, int8_mae = pose_mae(fp32_pred, truths)["mean"], pose_mae(int8_pred, truths)["mean"]
     speedup, loss = fp32_ms / int8_ms, int8_mae - fp32_mae
     return {
@@ -288,7 +274,7 @@ def quantize_all(models_dir: Path, specs: Sequence[str], out_dir: Path, calibrat
     infos = {mode: ModelInfo.from_metadata(models_dir / name, read_metadata(models_dir / name))
              for mode, (name, _, _) in MODES.items()}
     crops_by_size: dict[int, np.ndarray] = {}
-    val_by_size: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    val_by_size: dict[int, tuple[list, np.ndarray]] = {}
     record: dict[str, Any] = {"format_version": model_io.PRECISION_FORMAT,
                               "rule": {"max_mae_loss_deg": MAX_MAE_LOSS, "min_speedup": MIN_SPEEDUP},
                               "scheme": Scheme().describe(), "data": list(specs), "split_seed": split_seed,
@@ -297,7 +283,7 @@ def quantize_all(models_dir: Path, specs: Sequence[str], out_dir: Path, calibrat
         size = infos[mode].input_size
         if size not in crops_by_size:
             crops_by_size[size] = calibration_crops(train_items, calibration_faces, size, seed)
-            val_by_size[size] = validation_faces(val_items, size, infos[mode].mean_face)
+            val_by_size[size] = validation_faces(val_items, infos[mode].mean_face)
         quantize_model(models_dir / filename, out_dir / model_io.int8_file(filename), crops_by_size[size])
         log.info("wrote %s", out_dir / model_io.int8_file(filename))
         record["modes"][mode] = assess(models_dir, out_dir, mode, *val_by_size[size], runs)

@@ -15,13 +15,14 @@ if TYPE_CHECKING:
     from app.core.overlay import draw_overlay
     from app.core.pipeline import FacePipeline, FrameLoop
     from app.core.pose import format_angle
-    from app.core.results import FaceResult, FrameResult
+    from app.core.results import FaceEstimate, FaceResult, FrameResult
     from app.core.video import VideoError, VideoSource
 
 _EXPORTS: dict[str, str] = {
     "FacePipeline": "app.core.pipeline",
     "FrameLoop": "app.core.pipeline",
     "FaceResult": "app.core.results",
+    "FaceEstimate": "app.core.results",
     "FrameResult": "app.core.results",
     "VideoSource": "app.core.video",
     "VideoError": "app.core.video",

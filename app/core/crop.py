@@ -1,4 +1,9 @@
-"""Face crops: the box the network sees, the warp into it, and the way back to frame coordinates.
+"""Face crops: the one crop rule, the warp into a crop, and the way back to frame coordinates.
+
+The crop rule (``crop_square``): a face box, landmark-style as the training data label faces, is
+made square on its longer side and enlarged by 30%; training may then shift and zoom that square.
+A detector box first becomes the face box it stands for (``face_box_from_detection``). The runtime
+(``app.core.estimator``), evaluation, quantisation and training all crop by this rule.
 
 Coordinates follow OpenCV: pixel centres at integers, 0-based. A crop is described by a 2×3
 affine ``M`` from frame to crop pixels; ``warp_points`` and ``unwarp_points`` move landmarks both
@@ -31,8 +36,44 @@ def face_box_from_detection(box: np.ndarray, fit: tuple[float, float, float] = D
     return np.array([cx - half, cy - half, cx + half, cy + half])
 
 
+def detector_box_fit(detector_box: np.ndarray, face_box: np.ndarray) -> np.ndarray:
+    """``(dx, dy, side ratio)`` of ``face_box`` relative to ``detector_box``, in ``DETECTOR_BOX_FIT``'s terms:
+    what ``face_box_from_detection`` undoes (``trainer.calibrate_detector`` takes the medians)."""
+    x1, y1, x2, y2 = np.asarray(detector_box, dtype=np.float64)[:4]
+    f1, g1, f2, g2 = np.asarray(face_box, dtype=np.float64)[:4]
+    w, h = x2 - x1, y2 - y1
+    return np.array([((f1 + f2) - (x1 + x2)) / 2 / w, ((g1 + g2) - (y1 + y2)) / 2 / h,
+                     max(f2 - f1, g2 - g1) / max(w, h)])
+
+
+def crop_square(face_box: np.ndarray, shift: tuple[float, float] = (0.0, 0.0), zoom: float = 1.0) -> np.ndarray:
+    """The crop rule: the frame square ``(x1, y1, x2, y2)`` a face is cropped to, before any rotation.
+
+    ``face_box`` (landmark-style, ``face_box_from_detection`` for a detector's) made square on its
+    longer side and enlarged by ``ENLARGE``; training moves its centre by ``shift`` (fractions of that
+    side) and divides its side by ``zoom``. Without them it is ``square_box(face_box)``, bit for bit.
+    """
+    x1, y1, x2, y2 = np.asarray(face_box, dtype=np.float64)[:4]
+    side = max(x2 - x1, y2 - y1) * ENLARGE
+    cx = (x1 + x2) / 2 + shift[0] * side
+    cy = (y1 + y2) / 2 + shift[1] * side
+    half = side / zoom / 2
+    return np.array([cx - half, cy - half, cx + half, cy + half])
+
+
+def crop_faces(frame_bgr: np.ndarray, face_boxes: np.ndarray, size: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(N, size, size, 3)`` RGB crops of ``face_boxes`` by the crop rule (``crop_square``), with each
+    crop's frame → crop affine (``unwarp_points`` maps model outputs back)."""
+    transforms = [crop_transform(crop_square(box), size) for box in face_boxes]
+    crops = np.zeros((len(transforms), size, size, 3), np.uint8)
+    for i, transform in enumerate(transforms):
+        crops[i] = cv2.cvtColor(warp_image(frame_bgr, transform, size), cv2.COLOR_BGR2RGB)
+    return crops, transforms
+
+
 def square_box(box: np.ndarray, enlarge: float = ENLARGE) -> np.ndarray:
-    """Square ``(x1, y1, x2, y2)`` centred on ``box`` whose side is the box's longer side × ``enlarge``."""
+    """Square ``(x1, y1, x2, y2)`` centred on ``box`` whose side is the box's longer side × ``enlarge``
+    (the geometry alone; ``crop_square`` is the crop rule)."""
     x1, y1, x2, y2 = np.asarray(box, dtype=np.float64)[:4]
     side = max(x2 - x1, y2 - y1) * enlarge
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
@@ -92,3 +133,19 @@ def to_normalised(points: np.ndarray, size: int) -> np.ndarray:
 def from_normalised(points: np.ndarray, size: int) -> np.ndarray:
     """Normalised crop coordinates → crop pixels; inverse of ``to_normalised``."""
     return ((np.asarray(points, dtype=np.float64) + 1.0) * size - 1.0) / 2.0
+
+
+def translation_to_frame(translation: np.ndarray, transform: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """The pose camera's ``(tx, ty, tz)`` of a ``size``² crop (normalised crop coordinates, ``tz`` in mean-face
+    units, ``pose.py``) in frame terms: the face centre ``(cx, cy)`` in frame pixels, where the camera
+    projects the mean face's origin, and the scale in frame pixels per mean-face unit.
+
+    For a crop of the square ``(x1, y1, x2, y2)`` with side ``s``, unrotated:
+    ``cx = (x1 + x2) / 2 + tx · s / 2``, ``cy = (y1 + y2) / 2 + ty · s / 2``, ``scale = s / (2 · tz)``.
+    """
+    tx, ty, tz = np.asarray(translation, dtype=np.float64)[:3]
+    centre = unwarp_points(from_normalised(np.array([tx, ty]), size), transform)
+    frame_per_crop_pixel = 1.0 / np.sqrt(abs(np.linalg.det(np.asarray(transform, dtype=np.float64)[:, :2])))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = float(size / (2.0 * tz) * frame_per_crop_pixel)
+    return centre, scale

@@ -1,9 +1,15 @@
-"""Runs the exported MNN models with ONNX Runtime: sessions, execution providers, batched inference.
+"""Runs the exported MNN models with ONNX Runtime: sessions, execution providers, and the one per-face path.
 
 ``PoseEstimator`` opens ``mnn_encoder.onnx`` for pose-only mode and ``mnn_full.onnx`` for full mode,
 each on first use, and keeps both; switching mode after both have been used costs nothing. Every
 face of a frame goes through the network in one ``run`` call. The model's metadata, not this module,
 says the input size, normalisation and landmark count (``model_io``).
+
+``PoseEstimator.estimate_faces(frame, face_boxes, mode, refiner)`` is the one path from face boxes to
+faces in frame coordinates (``FaceEstimate``): crop by the crop rule (``crop.py``), run the network,
+in full mode refine the landmarks and fit the pose to them, map everything back to the frame. The
+pipeline, evaluation, quantisation and the detector calibration all go through it (as insightface's
+``model_zoo`` models' ``get(img, face)`` crop, infer and un-warp in one call).
 
 Providers: TensorRT, then CUDA, where ONNX Runtime offers them, then CPU; ``choose_providers`` is the
 one place that decides, and one log line says which provider a session really uses. ONNX Runtime's
@@ -20,15 +26,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
 
-from app.core import model_io
+from app.core import crop, model_io
+from app.core.landmark_pose import with_landmark_pose
 from app.core.model_io import MODES, ModelError, ModelInfo, check_mode
-from app.core.results import EstimatorOutput
+from app.core.results import EstimatorOutput, FaceEstimate
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,10 @@ PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CP
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 """``models/`` at the project root, where ``trainer.export`` puts the models by default."""
 
+Refiner = Callable[[np.ndarray, EstimatorOutput, ModelInfo], EstimatorOutput]
+"""The seam for the occlusion-aware regressor (OR): given the normalised batch, the full model's
+outputs and its metadata, return refined outputs. Applied in full mode only, timed as ``refine``."""
+
 _announced: set[str] = set()
 _announce_lock = threading.Lock()
 
@@ -52,6 +64,11 @@ def _announce_once(level: int, message: str) -> None:
             return
         _announced.add(message)
     log.log(level, message)
+
+
+def ms_since(start: float) -> float:
+    """Milliseconds since ``start`` (a ``time.perf_counter()`` reading): how every stage of a frame is timed."""
+    return (time.perf_counter() - start) * 1000.0
 
 
 def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
@@ -219,6 +236,55 @@ class PoseEstimator:
     def estimate(self, crops_rgb: np.ndarray, mode: str) -> EstimatorOutput:
         """Outputs for ``(N, S, S, 3)`` uint8 RGB crops in one batched run (``N`` may be 0)."""
         return self.run(model_io.to_input(crops_rgb, self.info(mode)), mode)
+
+    def estimate_faces(self, frame_bgr: np.ndarray, face_boxes: np.ndarray, mode: str,
+                       refiner: Refiner | None = None, timings: dict[str, float] | None = None) -> list[FaceEstimate]:
+        """The faces in ``face_boxes`` ``(N, 4)`` (landmark-style, ``crop.face_box_from_detection`` for a
+        detector's) of one BGR frame, in frame coordinates, all run in one batch.
+
+        Full mode replaces the landmarks with ``refiner``'s where one is given and reports the pose of
+        the final landmarks (``landmark_pose.with_landmark_pose``). ``timings`` receives the stages in
+        milliseconds: ``crop`` (cropping, normalising and mapping the results back to the frame),
+        ``infer`` (the ONNX Runtime run alone) and, in full mode with faces, ``refine`` (refiner and fit).
+        """
+        info = self.info(mode)
+        size = info.input_size
+        stages: dict[str, float] = {}
+        start = time.perf_counter()
+        boxes = np.asarray(face_boxes, dtype=np.float64).reshape(-1, 4)
+        crops, transforms = crop.crop_faces(frame_bgr, boxes, size)
+        batch = model_io.to_input(crops, info)
+        stages["crop"] = ms_since(start)
+
+        start = time.perf_counter()
+        network = self.run(batch, mode)
+        stages["infer"] = ms_since(start)
+        final = network
+        if mode == "full" and len(batch):
+            start = time.perf_counter()
+            final = with_landmark_pose(network if refiner is None else refiner(batch, network, info), info)
+            stages["refine"] = ms_since(start)
+
+        start = time.perf_counter()
+        faces = [self._face(boxes[i, :4], transforms[i], network, final, i, size) for i in range(len(boxes))]
+        stages["crop"] += ms_since(start)
+        if timings is not None:
+            timings.update(stages)
+        return faces
+
+    @staticmethod
+    def _face(box: np.ndarray, transform: np.ndarray, network: EstimatorOutput, final: EstimatorOutput,
+              i: int, size: int) -> FaceEstimate:
+        """Face ``i`` of a batch mapped back to the frame through its crop's ``transform``."""
+        centre, scale = crop.translation_to_frame(final.pose[i, 3:6], transform, size)
+        return FaceEstimate(
+            box=np.array(box, dtype=np.float64), square=crop.crop_square(box),
+            angles=final.pose[i, :3].astype(np.float64), centre=centre, scale=scale,
+            landmarks=None if final.landmarks is None else crop.unwarp_points(final.landmarks[i], transform),
+            visibility=None if final.visibility is None else final.visibility[i].astype(np.float64),
+            network_angles=network.pose[i, :3].astype(np.float64),
+            network_landmarks=(None if network.landmarks is None
+                               else crop.unwarp_points(network.landmarks[i], transform)))
 
     def run(self, batch: np.ndarray, mode: str) -> EstimatorOutput:
         """Outputs for an already normalised ``(N, 3, S, S)`` batch (``model_io.to_input``)."""

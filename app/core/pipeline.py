@@ -1,15 +1,17 @@
 """Per-frame head-pose processing and the Qt-free frame loop that the viewer and the headless command share.
 
 ``FacePipeline.process`` turns one BGR frame into a ``FrameResult``: detect every face, give it a
-stable id, crop it as the model expects (``crop.py``), run all crops in one batch, and map the
-outputs back to frame pixels. ``FrameLoop`` pulls frames from a ``VideoSource`` through a pipeline
-until the source ends or someone requests a stop, and keeps the latest frame and result for
-whoever wants to look (the viewer's display timer).
+stable id, map each detector box to the face box it stands for, and hand the boxes to
+``PoseEstimator.estimate_faces`` (crop, one batched run, refine, pose, back to frame pixels); then
+smooth, when asked, the frame-relative values. ``FrameLoop`` pulls frames from a ``VideoSource``
+through a pipeline until the source ends or someone requests a stop, and keeps the latest frame and
+result for whoever wants to look (the viewer's display timer).
 
 Stages timed in ``FrameResult.timings_ms``: ``decode`` (added by ``FrameLoop``), ``detect``
-(detector and tracker), ``crop`` (warp and normalisation), ``infer`` (the ONNX run and mapping its
-outputs back to the frame), ``refine`` (full mode only: the refiner, and the pose fitted to the final
-landmarks) and ``overlay`` (added by whoever draws).
+(detector and tracker), ``crop`` (warp and normalisation, and mapping the outputs back to the frame),
+``infer`` (the ONNX Runtime run alone), ``refine`` (full mode only: the refiner, and the pose fitted to
+the final landmarks), ``smooth`` (only with smoothing on: the One Euro filters) and ``overlay`` (added
+by whoever draws).
 
 Full mode refines landmarks with the occlusion-aware regressor (``app.core.refiner``) whenever the
 models folder holds ``or.npz``: it is read on the first full-mode use, and a file that is truncated,
@@ -25,35 +27,20 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 
-from app.core import crop, model_io
+from app.core import crop
 from app.core.detector import MIN_SCORE, create_detector
-from app.core.estimator import DEFAULT_MODELS_DIR, PoseEstimator
-from app.core.landmark_pose import with_landmark_pose
+from app.core.estimator import DEFAULT_MODELS_DIR, PoseEstimator, Refiner, ms_since
 from app.core.model_io import ModelInfo, check_mode
 from app.core.refiner import OR_FILE, OcclusionAwareRegressor
-from app.core.results import EstimatorOutput, FaceResult, FrameResult
+from app.core.results import FaceEstimate, FaceResult, FrameResult
 from app.core.smoothing import FaceSmoother
 from app.core.tracking import IouTracker
 from app.core.video import VideoSource
 
-Refiner = Callable[[np.ndarray, EstimatorOutput, ModelInfo], EstimatorOutput]
-"""The seam for the occlusion-aware regressor (OR): given the normalised batch, the full model's
-outputs and its metadata, return refined outputs. Applied in full mode only, timed as ``refine``."""
-
 AUTO_REFINER = "auto"
 """``FacePipeline(refiner=AUTO_REFINER)``: use ``or.npz`` from the models folder when it is there."""
-
-
-def finish_full_mode(batch: np.ndarray | None, out: EstimatorOutput, info: ModelInfo,
-                     refiner: Refiner | None) -> EstimatorOutput:
-    """Full mode after the network: the refiner's landmarks where there is one, then the pose fitted to the
-    final landmarks. The viewer, the headless command, evaluation and quantisation all finish this way."""
-    if refiner is not None:
-        out = refiner(batch, out, info)
-    return with_landmark_pose(out, info)
 
 
 def check_frame(frame_bgr: np.ndarray) -> None:
@@ -66,26 +53,9 @@ def check_frame(frame_bgr: np.ndarray) -> None:
         raise ValueError(f"frame must be uint8, got {frame_bgr.dtype}")
 
 
-def crop_square(detector_box: np.ndarray) -> np.ndarray:
-    """The square a detector box is cropped to: the face box it stands for (``crop.face_box_from_detection``,
-    so that crops match the training crops), enlarged 30% and made square."""
-    return crop.square_box(crop.face_box_from_detection(detector_box))
-
-
-def crop_faces(frame_bgr: np.ndarray, boxes: np.ndarray, size: int,
-               face_boxes: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
-    """``(N, size, size, 3)`` RGB crops of the detector boxes (``crop_square``), with each crop's
-    frame → crop affine (``crop.unwarp_points`` maps model outputs back).
-
-    ``face_boxes``: the boxes are already landmark boxes (a dataset's, as in training), cropped
-    as they are (``crop.square_box``) without the detector-box mapping.
-    """
-    squares = [crop.square_box(box) if face_boxes else crop_square(box) for box in boxes]
-    transforms = [crop.crop_transform(square, size) for square in squares]
-    crops = np.zeros((len(transforms), size, size, 3), np.uint8)
-    for i, transform in enumerate(transforms):
-        crops[i] = cv2.cvtColor(crop.warp_image(frame_bgr, transform, size), cv2.COLOR_BGR2RGB)
-    return crops, transforms
+def face_boxes_of(detector_boxes: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` face boxes (``crop.face_box_from_detection``) of detector boxes ``(N, 4+)``: what the app crops."""
+    return np.array([crop.face_box_from_detection(row[:4]) for row in detector_boxes]).reshape(-1, 4)
 
 
 class FacePipeline:
@@ -207,37 +177,35 @@ class FacePipeline:
         start = time.perf_counter()
         detections = self._detector.detect(frame_bgr)
         ids = self._tracker.update(detections)
-        timings["detect"] = _ms_since(start)
+        timings["detect"] = ms_since(start)
 
-        start = time.perf_counter()
-        crops, transforms = crop_faces(frame_bgr, detections[:, :4], info.input_size)
-        batch = model_io.to_input(crops, info)
-        timings["crop"] = _ms_since(start)
-
-        start = time.perf_counter()
-        out = self._estimator.run(batch, mode)
-        timings["infer"] = _ms_since(start)
         refiner = self._full_mode_refiner(info) if mode == "full" else None
-        if mode == "full" and len(batch):
-            start = time.perf_counter()
-            out = finish_full_mode(batch, out, info, refiner)
-            timings["refine"] = _ms_since(start)
-
-        start = time.perf_counter()
-        faces = self._faces(detections, ids, transforms, out, time_s, smooth)
-        timings["infer"] += _ms_since(start)
+        face_boxes = face_boxes_of(detections)
+        estimates = self._estimator.estimate_faces(frame_bgr, face_boxes, mode, refiner, timings)
+        faces = self._faces(detections, ids, estimates, time_s, smooth, timings)
         return FrameResult(index=index, time_s=time_s, faces=faces, timings_ms=timings, mode=mode,
                            refiner=None if refiner is None else _label(refiner), precision=self.precision(mode))
 
-    def _faces(self, detections: np.ndarray, ids: list[int], transforms: list[np.ndarray], out: EstimatorOutput,
-               time_s: float, smooth: bool) -> tuple[FaceResult, ...]:
+    def estimate(self, frame_bgr: np.ndarray, detector_boxes: np.ndarray,
+                 mode: str | None = None) -> list[FaceEstimate]:
+        """The faces in detector boxes ``(N, 4)`` of one BGR frame, as ``process`` finds them before tracking
+        and smoothing (default: the current mode, with its refiner)."""
+        check_frame(frame_bgr)
+        mode = mode or self.mode
+        info = self._estimator.info(mode)
+        refiner = self._full_mode_refiner(info) if mode == "full" else None
+        face_boxes = face_boxes_of(detector_boxes)
+        return self._estimator.estimate_faces(frame_bgr, face_boxes, mode, refiner)
+
+    def _faces(self, detections: np.ndarray, ids: list[int], estimates: list[FaceEstimate], time_s: float,
+               smooth: bool, timings: dict[str, float]) -> tuple[FaceResult, ...]:
+        """The frame's ``FaceResult``s, their frame-relative values smoothed when asked (timed as ``smooth``)."""
+        start = time.perf_counter()
         faces = []
-        for i, (face_id, transform) in enumerate(zip(ids, transforms)):
+        for i, (face_id, estimate) in enumerate(zip(ids, estimates)):
             values: dict[str, np.ndarray | None] = {
-                "box": detections[i, :4].astype(np.float64),
-                "angles": out.pose[i, :3].astype(np.float64),
-                "translation": out.pose[i, 3:6].astype(np.float64),
-                "landmarks": None if out.landmarks is None else crop.unwarp_points(out.landmarks[i], transform),
+                "box": detections[i, :4].astype(np.float64), "angles": estimate.angles,
+                "centre": estimate.centre, "scale": np.array([estimate.scale]), "landmarks": estimate.landmarks,
             }
             if smooth:
                 values = self._smoother.smooth(face_id, time_s, values)
@@ -245,10 +213,11 @@ class FacePipeline:
             faces.append(FaceResult(
                 face_id=face_id, box=values["box"], score=float(detections[i, 4]),
                 yaw=float(angles[0]), pitch=float(angles[1]), roll=float(angles[2]),
-                translation=values["translation"], landmarks=values["landmarks"],
-                visibility=None if out.visibility is None else out.visibility[i].astype(np.float64)))
+                centre=values["centre"], scale=float(values["scale"][0]), landmarks=values["landmarks"],
+                visibility=estimate.visibility))
         if smooth:
             self._smoother.forget(self._tracker.live_ids)
+            timings["smooth"] = ms_since(start)
         return tuple(faces)
 
     def close(self) -> None:
@@ -261,10 +230,6 @@ class FacePipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _ms_since(start: float) -> float:
-    return (time.perf_counter() - start) * 1000.0
 
 
 def _label(refiner: Refiner) -> str:
@@ -299,7 +264,7 @@ class FrameLoop:
         while not self._stop.is_set():
             start = time.perf_counter()
             item = self.source.read()
-            decode_ms = _ms_since(start)
+            decode_ms = ms_since(start)
             if item is None:
                 break
             index, time_s, frame = item

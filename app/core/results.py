@@ -28,6 +28,36 @@ class EstimatorOutput:
 
 
 @dataclass(frozen=True)
+class FaceEstimate:
+    """What the network, the refiner and the pose fit make of one face box, in frame coordinates
+    (``PoseEstimator.estimate_faces``, the one per-face path).
+
+    ``angles`` is the pose the app reports: the network's ``fc_pose`` in pose-only mode, the pose of
+    the final landmarks in full mode; ``network_angles`` and ``network_landmarks`` are the network's
+    own, before the refiner and the fit (evaluation scores both).
+    """
+
+    box: np.ndarray
+    """``(4,)`` x1, y1, x2, y2 in frame pixels: the face box that was cropped."""
+    square: np.ndarray
+    """``(4,)`` the crop square in frame pixels (``crop.crop_square`` of ``box``)."""
+    angles: np.ndarray
+    """``(3,)`` yaw, pitch, roll in degrees, ``pose.py``'s convention."""
+    centre: np.ndarray
+    """``(2,)`` frame pixels where the pose projects the mean face's origin (the face centre)."""
+    scale: float
+    """Frame pixels per mean-face unit (the mean face's outer eye corners are 1.39 units apart)."""
+    landmarks: np.ndarray | None
+    """``(L, 2)`` frame pixels, the refiner's where there is one; full mode only."""
+    visibility: np.ndarray | None
+    """``(L,)`` probability that each landmark is visible, full mode only."""
+    network_angles: np.ndarray
+    """``(3,)`` degrees: the network's ``fc_pose`` (equal to ``angles`` in pose-only mode)."""
+    network_landmarks: np.ndarray | None
+    """``(L, 2)`` frame pixels: the network's heatmap peaks, before the refiner; full mode only."""
+
+
+@dataclass(frozen=True)
 class FaceResult:
     """One face in one frame: its tracked id, detector box and score, pose, and (full mode) landmarks."""
 
@@ -39,8 +69,10 @@ class FaceResult:
     pitch: float
     roll: float
     """Angles in degrees, ``pose.py``'s convention."""
-    translation: np.ndarray
-    """``(3,)`` tx, ty, tz as the model outputs them (normalised crop coordinates, ``pose.py``)."""
+    centre: np.ndarray
+    """``(2,)`` frame pixels where the pose projects the face centre (``FaceEstimate.centre``)."""
+    scale: float
+    """Frame pixels per mean-face unit (``FaceEstimate.scale``)."""
     landmarks: np.ndarray | None
     """``(L, 2)`` frame pixels, full mode only."""
     visibility: np.ndarray | None

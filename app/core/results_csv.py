@@ -25,8 +25,10 @@ from app.core.results import FaceResult, FrameResult
 log = logging.getLogger(__name__)
 
 BASE_COLUMNS = ("frame", "time_s", "detected", "face_id", "score", "x1", "y1", "x2", "y2",
-                "yaw", "pitch", "roll", "tx", "ty", "tz")
-"""Columns of every CSV; full mode appends ``lm{i}_x``, ``lm{i}_y``, ``lm{i}_vis`` per landmark ``i``."""
+                "yaw", "pitch", "roll", "cx", "cy", "scale")
+"""Columns of every CSV; full mode appends ``lm{i}_x``, ``lm{i}_y``, ``lm{i}_vis`` per landmark ``i``.
+Every position is in frame pixels: the box, the landmarks and the face centre ``cx, cy``; ``scale`` is in
+frame pixels per mean-face unit (``crop.translation_to_frame``)."""
 
 
 def csv_columns(mode: str, landmarks: int) -> list[str]:
@@ -54,7 +56,7 @@ def frame_rows(result: FrameResult, landmarks: int) -> list[list[str]]:
         row = [frame, time_s, "1", str(face.face_id), _fixed(face.score, 4)]
         row += [_fixed(v, 2) for v in face.box]
         row += [format_angle(face.yaw, 4), format_angle(face.pitch, 4), format_angle(face.roll, 4)]
-        row += [_fixed(v, 6) for v in face.translation]
+        row += [_fixed(face.centre[0], 2), _fixed(face.centre[1], 2), _fixed(face.scale, 3)]
         if result.mode == "full":
             visibility = face.visibility if face.visibility is not None else np.full(landmarks, np.nan)
             for (x, y), vis in zip(face.landmarks, visibility):
@@ -72,7 +74,8 @@ def face_from_row(row: dict[str, str], landmarks: int) -> FaceResult:
     return FaceResult(
         face_id=int(row["face_id"]), box=np.array([float(row[k]) for k in ("x1", "y1", "x2", "y2")]),
         score=float(row["score"]), yaw=float(row["yaw"]), pitch=float(row["pitch"]), roll=float(row["roll"]),
-        translation=np.array([float(row[k]) for k in ("tx", "ty", "tz")]), landmarks=points, visibility=visibility)
+        centre=np.array([float(row["cx"]), float(row["cy"])]), scale=float(row["scale"]), landmarks=points,
+        visibility=visibility)
 
 
 def _frames(rows: Iterable[dict[str, str]], mode: str, landmarks: int, name: str) -> dict[int, FrameResult]:

@@ -2,8 +2,9 @@
 
 The One Euro filter is a low-pass filter whose cut-off rises with the signal's speed: a still head
 loses its frame-to-frame jitter, a turning head is followed with little lag. ``OneEuroFilter``
-filters one vector; ``FaceSmoother`` keeps one filter per face id and per quantity (angles,
-translation, box, landmarks), each with parameters in that quantity's units.
+filters one vector; ``FaceSmoother`` keeps one filter per face id and per quantity (angles, face
+centre, scale, box, landmarks), each with parameters in that quantity's units. Every quantity is
+frame-relative (degrees, frame pixels), so a filter follows the face, not its crop.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ class OneEuroFilter:
 
 SMOOTHING_PARAMS: dict[str, OneEuroParams] = {
     "angles": OneEuroParams(min_cutoff=1.0, beta=0.05),  # degrees
-    "translation": OneEuroParams(min_cutoff=1.0, beta=0.5),  # normalised crop units
+    "centre": OneEuroParams(min_cutoff=1.0, beta=0.01),  # frame pixels
+    "scale": OneEuroParams(min_cutoff=1.0, beta=0.01),  # frame pixels per mean-face unit
     "box": OneEuroParams(min_cutoff=1.0, beta=0.01),  # pixels
     "landmarks": OneEuroParams(min_cutoff=1.0, beta=0.01),  # pixels
 }
