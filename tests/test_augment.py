@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from app.core.crop import crop_transform, landmark_box, square_box, unwarp_points, warp_points
+from app.core.crop import crop_square, crop_transform, landmark_box, unwarp_points, warp_points
 from app.core.pose import project, transform_angles
 from tests.conftest import ROOT, require_shared
 from trainer.augment import (
@@ -42,7 +42,7 @@ def synthetic_sample(pose: np.ndarray = POSE, frame: int = 480, with_pose: bool 
 def test_plain_crop_puts_landmarks_where_warp_points_says_and_the_face_fills_1_over_1_3():
     sample = synthetic_sample()
     crop = make_crop(sample, SIZE, MEAN_FACE)
-    transform = crop_transform(square_box(sample.box, 1.3), SIZE)
+    transform = crop_transform(crop_square(sample.box), SIZE)
     np.testing.assert_allclose(crop.landmarks, warp_points(sample.landmarks, transform), atol=1e-3)
     x1, y1, x2, y2 = landmark_box(crop.landmarks)
     assert max(x2 - x1, y2 - y1) == pytest.approx(SIZE / 1.3, rel=1e-3)
@@ -54,7 +54,7 @@ def test_plain_crop_puts_landmarks_where_warp_points_says_and_the_face_fills_1_o
 def test_plain_crop_pixels_come_from_the_frame_under_the_crop_transform():
     sample = synthetic_sample()
     crop = make_crop(sample, SIZE, MEAN_FACE)
-    transform = crop_transform(square_box(sample.box, 1.3), SIZE)
+    transform = crop_transform(crop_square(sample.box), SIZE)
     pixels = np.array([[5, 7], [64, 64], [120, 30]])
     frame_xy = unwarp_points(pixels.astype(np.float64), transform)
     expected_red = frame_xy[:, 0] * 255 / (sample.image.shape[1] - 1)

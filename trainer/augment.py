@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from app.core.crop import ENLARGE, crop_transform, square_box, to_normalised, warp_image, warp_points
+from app.core.crop import crop_square as crop_rule, crop_transform, to_normalised, warp_image, warp_points
 from app.core.landmark_pose import pose_from_landmarks
 from app.core.pose import project, transform_angles
 from trainer.datasets.sample import FaceSample
@@ -134,22 +134,17 @@ def draw_augmentation(rng: np.random.Generator, config: AugmentConfig = AugmentC
 def make_crop(sample: FaceSample, size: int, mean_face: np.ndarray, rng: np.random.Generator | None = None,
               config: AugmentConfig = AugmentConfig()) -> TrainingCrop:
     """The ``size``² training crop of ``sample``: randomly augmented from ``rng``, or the plain crop
-    (``square_box(sample.box, 1.3)``, used for validation and evaluation) when ``rng`` is None."""
+    (the app's crop rule, ``app.core.crop.crop_square``, used for validation and evaluation) when ``rng`` is None."""
     augmentation = Augmentation() if rng is None else draw_augmentation(rng, config)
     return apply_augmentation(sample, size, mean_face, augmentation)
 
 
 def crop_square(sample: FaceSample, augmentation: Augmentation = Augmentation()) -> np.ndarray:
-    """The frame square ``(x1, y1, x2, y2)`` that the crop shows before rotation: the sample box made
-    square and enlarged by 30%, then shifted and zoomed by ``augmentation``."""
+    """The frame square ``(x1, y1, x2, y2)`` that the crop shows before rotation: the app's crop rule
+    (``app.core.crop.crop_square``) on the sample box, shifted and zoomed by ``augmentation``."""
     if sample.box is None:
         raise ValueError(f"sample {sample.name!r} has no box and cannot be cropped")
-    x1, y1, x2, y2 = square_box(sample.box, ENLARGE)
-    side = x2 - x1
-    cx = (x1 + x2) / 2 + augmentation.shift[0] * side
-    cy = (y1 + y2) / 2 + augmentation.shift[1] * side
-    half = side / augmentation.zoom / 2
-    return np.array([cx - half, cy - half, cx + half, cy + half])
+    return crop_rule(sample.box, augmentation.shift, augmentation.zoom)
 
 
 def apply_augmentation(sample: FaceSample, size: int, mean_face: np.ndarray,

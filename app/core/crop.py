@@ -51,7 +51,7 @@ def crop_square(face_box: np.ndarray, shift: tuple[float, float] = (0.0, 0.0), z
 
     ``face_box`` (landmark-style, ``face_box_from_detection`` for a detector's) made square on its
     longer side and enlarged by ``ENLARGE``; training moves its centre by ``shift`` (fractions of that
-    side) and divides its side by ``zoom``. Without them it is ``square_box(face_box)``, bit for bit.
+    side) and divides its side by ``zoom``.
     """
     x1, y1, x2, y2 = np.asarray(face_box, dtype=np.float64)[:4]
     side = max(x2 - x1, y2 - y1) * ENLARGE
@@ -69,15 +69,6 @@ def crop_faces(frame_bgr: np.ndarray, face_boxes: np.ndarray, size: int) -> tupl
     for i, transform in enumerate(transforms):
         crops[i] = cv2.cvtColor(warp_image(frame_bgr, transform, size), cv2.COLOR_BGR2RGB)
     return crops, transforms
-
-
-def square_box(box: np.ndarray, enlarge: float = ENLARGE) -> np.ndarray:
-    """Square ``(x1, y1, x2, y2)`` centred on ``box`` whose side is the box's longer side × ``enlarge``
-    (the geometry alone; ``crop_square`` is the crop rule)."""
-    x1, y1, x2, y2 = np.asarray(box, dtype=np.float64)[:4]
-    side = max(x2 - x1, y2 - y1) * enlarge
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
 
 
 def landmark_box(landmarks: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
