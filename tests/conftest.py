@@ -34,3 +34,23 @@ def require_shared(*parts: str) -> Path:
 def shared_data() -> Path:
     """The ``../shared/data`` folder."""
     return require_shared()
+
+
+def read_frames(video: str, count: int) -> list[np.ndarray]:
+    """The first ``count`` frames of ``../shared/data/videos/VIDEO`` (BGR), read with OpenCV."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(require_shared("videos", video)))
+    frames = []
+    for _ in range(count):
+        ok, frame = capture.read()
+        assert ok, f"{video}: frame {len(frames)} does not decode"
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+@pytest.fixture(scope="session")
+def d18_frame() -> np.ndarray:
+    """The first frame of ``d18.mp4``: one frontal face."""
+    return read_frames("d18.mp4", 1)[0]

@@ -6,16 +6,6 @@ import numpy as np
 import pytest
 
 from app.core.detector import DETECTORS, create_detector
-from tests.conftest import require_shared
-
-
-@pytest.fixture(scope="module")
-def d18_frame() -> np.ndarray:
-    capture = cv2.VideoCapture(str(require_shared("videos", "d18.mp4")))
-    ok, frame = capture.read()
-    capture.release()
-    assert ok
-    return frame
 
 
 @pytest.mark.parametrize("name", list(DETECTORS))

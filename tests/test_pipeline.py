@@ -11,16 +11,13 @@ from app.core import crop
 from app.core.estimator import DEFAULT_MODELS_DIR
 from app.core.pipeline import FacePipeline, FrameLoop, face_boxes_of
 from app.core.video import VideoSource
-from tests.conftest import require_shared
+from tests.conftest import read_frames, require_shared
 from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
 def d18_frames() -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(require_shared("videos", "d18.mp4")))
-    frames = [capture.read()[1] for _ in range(3)]
-    capture.release()
-    return frames
+    return read_frames("d18.mp4", 3)
 
 
 def test_the_crop_square_of_a_detection_is_its_matching_face_box_enlarged_30_percent():

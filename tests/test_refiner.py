@@ -11,7 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -409,8 +408,8 @@ def models_with_or(random_models, cascade, tmp_path) -> Path:
     return folder
 
 
-def test_full_mode_uses_or_npz_when_present_and_says_so(models_with_or):
-    frame = _d18_frame()
+def test_full_mode_uses_or_npz_when_present_and_says_so(models_with_or, d18_frame):
+    frame = d18_frame
     with FacePipeline(models_with_or, mode="full") as pipeline:
         assert pipeline.refiner_name == "or.npz"
         full = pipeline.process(frame)
@@ -438,11 +437,3 @@ def test_the_summary_and_the_benchmark_name_the_refiner(models_with_or, tmp_path
     report = benchmark(video, "full", frames=2, models=models_with_or, warmup=1)
     assert report["refiner"] == "or.npz" and report["refine_ms_per_face"] > 0
     assert benchmark(video, "pose", frames=1, models=models_with_or, warmup=0)["refiner"] is None
-
-
-def _d18_frame() -> np.ndarray:
-    capture = cv2.VideoCapture(str(require_shared("videos", "d18.mp4")))
-    ok, frame = capture.read()
-    capture.release()
-    assert ok
-    return frame

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Self
 
 import cv2
 import numpy as np
@@ -48,7 +48,36 @@ def parse_source(source: int | str | Path) -> int | Path:
     return int(text) if text.isdigit() else Path(text)
 
 
-class VideoSource:
+class FrameSource:
+    """What every source shares: ``read()`` one ``(index, time_s, frame_bgr)`` at a time until ``None``,
+    iteration over those frames, ``ended``, and ``close()`` on leaving a ``with`` block."""
+
+    _ended = False
+
+    def read(self) -> tuple[int, float, np.ndarray] | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def ended(self) -> bool:
+        """Whether ``read()`` has reached the end of the stream."""
+        return self._ended
+
+    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        """``read()``'s frames, ``(index, time_s, frame_bgr)``, until the end of the stream."""
+        while (item := self.read()) is not None:
+            yield item
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VideoSource(FrameSource):
     """Decoded BGR frames from a camera or a file, with the index and time of each.
 
     ``read()`` returns ``(index, time_s, frame_bgr)``. For a file the index counts every frame the
@@ -140,27 +169,11 @@ class VideoSource:
         self._ended = True
         return None
 
-    @property
-    def ended(self) -> bool:
-        """Whether ``read()`` has reached the end of the stream."""
-        return self._ended
-
-    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
-        """``read()``'s frames, ``(index, time_s, frame_bgr)``, until the end of the stream."""
-        while (item := self.read()) is not None:
-            yield item
-
     def close(self) -> None:
         """Release the capture; safe to call twice."""
         self._capture.release()
         self._first_frame = None
         self._ended = True
-
-    def __enter__(self) -> "VideoSource":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def is_image(path: str | Path) -> bool:
@@ -168,7 +181,7 @@ def is_image(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-class ImageSource:
+class ImageSource(FrameSource):
     """A still image as a source of one frame: index 0 at time 0, with ``VideoSource``'s attributes.
 
     ``VideoError`` (one line naming the file) where the file is missing or does not decode as an image.
@@ -204,21 +217,10 @@ class ImageSource:
             return None
         return 0, 0.0, frame
 
-    @property
-    def ended(self) -> bool:
-        """Whether ``read()`` has reached the end (the image has been handed out)."""
-        return self._ended
-
     def close(self) -> None:
         """Drop the image; safe to call twice."""
         self._frame = None
         self._ended = True
-
-    def __enter__(self) -> "ImageSource":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def open_source(path: str | Path) -> VideoSource | ImageSource:
