@@ -8,7 +8,9 @@ regressor, ``or.npz``, and the pose fitted to its landmarks), overlay; the bench
 ``refine_ms_per_face`` is the refine time summed over the measured frames divided by the faces they
 held: the cost per face of the OR and of the pose fitted to its landmarks (``app.core.landmark_pose``).
 The first ``--warmup`` frames (graph start-up, first allocations) are processed but not measured;
-model loading is never measured. Speed is measured here, never by timed tests.
+model loading is never measured, nor is ``--precision auto``'s speed check at a mode's first use on a
+CPU (``app.core.precision``; its log line says what it chose and why). Speed is measured here, never by
+timed tests.
 
 Exit codes (``app.core.exit_codes``) as for ``run_app.py process``: 2 bad arguments or missing file,
 3 unreadable video, 4 model missing or invalid.
@@ -98,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, metavar="DIR")
     parser.add_argument("--detector", choices=list(DETECTORS), default="blazeface")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto (what the app runs: precision.json's choice on the CPU), fp32 or int8")
+                        help="auto (what the app runs: on the CPU, int8 where precision.json finds it accurate "
+                             "and a speed check, cached per CPU, finds it fast enough), fp32 or int8")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

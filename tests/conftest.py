@@ -11,6 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+# The suite runs fp32 wherever a caller asks for "auto", so that its figures do not depend on this CPU's INT8
+# speed (app.core.precision; the tests of that choice clear it). Subprocesses inherit it.
+os.environ.setdefault("MNN_PRECISION", "fp32")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Arrays in assertion messages print as a few corner values: a failing landmark or basis comparison would

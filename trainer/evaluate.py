@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N faces of each dataset")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (- for standard output)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32, int8 (mnn_*.int8.onnx) or auto (what the app runs on the CPU, per precision.json)")
+                        help="fp32, int8 (mnn_*.int8.onnx) or auto (what the app would run on this CPU)")
     parser.add_argument("--crop", choices=CROPS, default="dataset",
                         help="dataset: each face's landmark box (the paper's protocol; the detector where a "
                              "dataset has none); detector: the app's detector box for every face")

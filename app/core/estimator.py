@@ -15,18 +15,21 @@ Providers: TensorRT, then CUDA, where ONNX Runtime offers them, then CPU; ``choo
 one place that decides, and one log line says which provider a session really uses. ONNX Runtime's
 own console messages are silenced (severity 3: errors only reach us as exceptions).
 
-Precision: ``auto`` (the default) opens a mode's INT8 variant (``mnn_*.int8.onnx``) instead of fp32
-only on the CPU provider, and only when ``precision.json`` (written by ``trainer.quantize``) chose it
-for that mode and still names the fp32 file as it is now (SHA-256); anything else, including a
-missing or malformed ``precision.json``, means fp32. ``fp32`` and ``int8`` force one. One log line
-per mode says which precision it runs and why.
+Precision: ``auto`` (the default) runs fp32 on TensorRT or CUDA. On the CPU it runs a mode's INT8
+variant (``mnn_*.int8.onnx``) where ``precision.json`` (written by ``trainer.quantize``, still naming
+the fp32 file as it is now by SHA-256) judged INT8 accurate enough and INT8 runs at least
+``precision.MIN_SPEEDUP`` times faster on this CPU: a short speed check at the mode's first use,
+cached per CPU, ONNX Runtime version and model files (``app.core.precision``). Anything else,
+including a missing or malformed ``precision.json``, means fp32. ``fp32`` and ``int8`` force one.
+One log line per mode says which precision it runs and why.
 """
 from __future__ import annotations
 
-import json
 import logging
+import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -36,6 +39,7 @@ import onnxruntime as ort
 from app.core import crop, model_io
 from app.core.landmark_pose import with_landmark_pose
 from app.core.model_io import MODES, ModelError, ModelInfo, check_mode
+from app.core.precision import PRECISION_ENV, SpeedCheck, check_speed, decide, read_accuracy
 from app.core.results import EstimatorOutput, FaceEstimate
 
 log = logging.getLogger(__name__)
@@ -86,35 +90,6 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
-
-
-def auto_precision(models_dir: Path, mode: str) -> tuple[str, str]:
-    """``("int8" or "fp32", why)`` for ``mode`` on the CPU, as ``precision.json`` in ``models_dir`` decides.
-
-    INT8 only when the record chose it, the INT8 file exists and the fp32 file is the one that was
-    measured (size and SHA-256); a malformed record logs one warning and means fp32.
-    """
-    filename = MODES[mode][0]
-    record_path = Path(models_dir) / model_io.PRECISION_FILE
-    if not record_path.is_file():
-        return "fp32", f"no {model_io.PRECISION_FILE}"
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))["modes"][mode]
-        chosen, size, sha = record["int8_chosen"], record["fp32_size"], record["fp32_sha256"]
-        if not isinstance(chosen, bool) or not isinstance(size, int) or not isinstance(sha, str):
-            raise TypeError("int8_chosen, fp32_size or fp32_sha256 has the wrong type")
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        _announce_once(logging.WARNING, f"{record_path}: malformed ({type(exc).__name__}: {exc}); using fp32")
-        return "fp32", f"malformed {model_io.PRECISION_FILE}"
-    fp32_path = Path(models_dir) / filename
-    int8_path = Path(models_dir) / model_io.int8_file(filename)
-    if not chosen:
-        return "fp32", f"{model_io.PRECISION_FILE} did not choose int8"
-    if not int8_path.is_file():
-        return "fp32", f"{int8_path.name} is missing"
-    if not fp32_path.is_file() or fp32_path.stat().st_size != size or model_io.file_sha256(fp32_path) != sha:
-        return "fp32", f"{model_io.PRECISION_FILE} is stale ({filename} changed since it was quantised)"
-    return "int8", f"{model_io.PRECISION_FILE} chose it"
 
 
 class OnnxModel:
@@ -169,17 +144,23 @@ class OnnxModel:
 class PoseEstimator:
     """The MNN models of one folder, opened lazily per mode; ``estimate`` runs a batch of face crops.
 
-    ``precision``: ``auto`` (INT8 on the CPU where ``precision.json`` qualifies it), ``fp32`` or ``int8``.
+    ``precision``: ``auto`` (INT8 on the CPU where ``precision.json`` judged it accurate enough and a speed
+    check found it fast enough on this CPU; ``app.core.precision``), ``fp32`` or ``int8``. ``auto`` yields to
+    ``$MNN_PRECISION`` (``fp32`` or ``int8``) where that is set.
     """
 
     def __init__(self, models_dir: Path | str = DEFAULT_MODELS_DIR, providers: Sequence[str] | None = None,
                  precision: str = "auto") -> None:
+        if precision == "auto":
+            precision = os.environ.get(PRECISION_ENV) or "auto"
         if precision not in model_io.PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(model_io.PRECISIONS)}")
         self.models_dir = Path(models_dir)
         self.providers = choose_providers(providers)
         self.requested_precision = precision
         self._models: dict[str, OnnxModel] = {}
+        self._why: dict[str, str] = {}
+        self._speed: dict[str, SpeedCheck | None] = {}
         self._lock = threading.Lock()
 
     def model(self, mode: str) -> OnnxModel:
@@ -193,6 +174,7 @@ class PoseEstimator:
                 _announce_once(logging.INFO, f"ONNX Runtime uses {model.provider}{note}")
                 _announce_once(logging.INFO, f"{mode} mode runs {model.path.name} ({model.precision}: {why})")
                 self._models[mode] = model
+                self._why[mode] = why
             return self._models[mode]
 
     def _open(self, mode: str) -> tuple[OnnxModel, str]:
@@ -211,16 +193,35 @@ class PoseEstimator:
             if model.provider != "CPUExecutionProvider":
                 return model, f"auto on {model.provider}"
             fell_back = model  # the accelerator did not start: on the CPU after all, where INT8 may qualify
-        precision, why = auto_precision(self.models_dir, mode)
-        why = f"auto on the CPU, {why}"
-        if precision == "fp32":
-            return fell_back or OnnxModel(fp32_path, variant, outputs, self.providers), why
-        providers = self.providers if fell_back is None else ["CPUExecutionProvider"]
-        return OnnxModel(int8_path, variant, outputs, providers), why
+        accuracy = read_accuracy(self.models_dir, mode)
+        speed, opened = None, {}
+        if accuracy.accurate and int8_path.is_file():
+            cpu = ["CPUExecutionProvider"]
+            speed, opened = check_speed(fp32_path, int8_path, lambda path: OnnxModel(path, variant, outputs, cpu),
+                                        fell_back)
+        elif accuracy.accurate:
+            accuracy = replace(accuracy, accurate=False, why=f"{int8_path.name} is missing")
+        chosen, why = decide(accuracy, speed)
+        self._speed[mode] = speed
+        path = int8_path if chosen == "int8" else fp32_path
+        model = opened.get(path) or (fell_back if chosen == "fp32" and fell_back is not None
+                                     else OnnxModel(path, variant, outputs, ["CPUExecutionProvider"]))
+        return model, f"auto on the CPU, {why}"
 
     def precision(self, mode: str) -> str:
         """``fp32`` or ``int8``: what the ``mode`` model runs at (opens it if need be)."""
         return self.model(mode).precision
+
+    def precision_reason(self, mode: str) -> str:
+        """Why ``mode`` runs at its precision, as its log line says (opens it if need be)."""
+        self.model(mode)
+        return self._why[mode]
+
+    def speed_check(self, mode: str) -> SpeedCheck | None:
+        """The speed check ``auto`` chose ``mode``'s precision by on the CPU (opens it if need be); None where
+        there was none (forced precision, an accelerator, no accurate INT8 variant)."""
+        self.model(mode)
+        return self._speed.get(mode)
 
     def info(self, mode: str) -> ModelInfo:
         """What the ``mode`` model's metadata says (input size, landmarks, normalisation, mean face)."""
@@ -308,6 +309,8 @@ class PoseEstimator:
         """Drop the sessions (ONNX Runtime frees them with their last reference)."""
         with self._lock:
             self._models.clear()
+            self._why.clear()
+            self._speed.clear()
 
     def __enter__(self) -> "PoseEstimator":
         return self

@@ -19,9 +19,13 @@ Metadata (``custom_metadata_map``, all strings): ``input_size``, ``landmarks``, 
 in ``pose.py``'s frame), ``variant`` (``encoder`` or ``full``), ``format_version``; optional
 ``precision`` (``int8`` in the variants ``trainer.quantize`` writes, absent meaning ``fp32``).
 
-``precision.json`` beside the models is ``trainer.quantize``'s verdict, per mode, on whether the
-INT8 variant (``mnn_encoder.int8.onnx``, ``mnn_full.int8.onnx``) may replace fp32 on the CPU; it
-names the fp32 file it judged by size and SHA-256, so a re-exported model voids it.
+``precision.json`` beside the models (format ``PRECISION_FORMAT``) is ``trainer.quantize``'s record,
+per mode under ``modes``, of the INT8 variant (``mnn_encoder.int8.onnx``, ``mnn_full.int8.onnx``)
+against fp32: ``int8_accurate`` (it loses at most ``rule.max_mae_loss_deg`` of pose MAE on held-out
+training faces: ``fp32_mae``, ``int8_mae``, ``mae_loss``), and ``fp32_size`` and ``fp32_sha256``, the
+fp32 file it judged, so that a re-exported model voids it. Its ``fp32_ms``, ``int8_ms`` and
+``speedup`` are the machine that quantised's, for reference only: whether INT8 is fast enough is
+measured on the machine in use (``app.core.precision``).
 """
 from __future__ import annotations
 
@@ -42,9 +46,10 @@ FULL_OUTPUTS = ("pose", "pose_proj", "landmarks", "visibility", "heatmaps")
 REQUIRED_METADATA = ("input_size", "landmarks", "mean", "std", "color", "mean_face", "variant", "format_version")
 PRECISION_KEY = "precision"
 PRECISIONS = ("auto", "fp32", "int8")
-"""What a caller may ask for: ``auto`` (INT8 on the CPU where ``precision.json`` qualifies it), or either one."""
+"""What a caller may ask for: ``auto`` (INT8 on the CPU where accurate and fast enough there), or either one."""
 PRECISION_FILE = "precision.json"
-PRECISION_FORMAT = "1"
+PRECISION_FORMAT = "2"
+"""Format 2 records ``int8_accurate`` per mode; format 1 recorded a machine-bound ``int8_chosen``."""
 
 MODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "pose": (ENCODER_FILE, "encoder", ENCODER_OUTPUTS),

@@ -65,7 +65,7 @@ class FacePipeline:
     next frame. The model of a mode is opened on its first frame (``load`` opens it up front).
     ``refiner``: ``AUTO_REFINER`` (the default) uses ``models_dir/or.npz`` when it exists, None uses
     none, or pass any ``Refiner`` callable. ``precision``: ``auto`` (the INT8 variant on the CPU where
-    ``precision.json`` chose it), ``fp32`` or ``int8`` (``app.core.estimator``).
+    ``precision.json`` judged it accurate and it runs fast enough here), ``fp32`` or ``int8`` (``app.core.precision``).
     """
 
     def __init__(self, models_dir: Path = DEFAULT_MODELS_DIR, mode: str = "pose", smooth: bool = False,
