@@ -73,3 +73,19 @@ def test_encoder_parameters_are_those_the_pose_outputs_depend_on() -> None:
 def test_input_size_that_is_not_a_power_of_two_is_rejected() -> None:
     with pytest.raises(ValueError, match="power of two"):
         MNN(100, 68)
+
+
+def test_6d_head_reports_euler_pose_and_every_parameter_learns_through_its_rotation() -> None:
+    model = MNN(32, 21, pose_head="rot6d")
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.pose.shape == (2, 6) and out.rotation.shape == (2, 3, 3) and out.translation.shape == (2, 3)
+    torch.testing.assert_close(out.rotation @ out.rotation.transpose(1, 2), torch.eye(3).expand(2, 3, 3))
+    (out.rotation.sum() + out.translation.sum() + out.pose_proj.sum() + out.heatmap_logits.mean()
+     + out.visibility_logits.sum()).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert missing == []
+
+
+def test_pose_only_forward_skips_the_decoder() -> None:
+    out = MNN(32, 21).eval()(torch.randn(1, 3, 32, 32), decoder=False)
+    assert out.heatmap_logits is None and out.visibility_logits is None and out.pose.shape == (1, 6)

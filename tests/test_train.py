@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -189,3 +190,110 @@ def test_synthetic_faces_rendered_from_validation_faces_are_left_out_of_training
     renders = SimpleNamespace(names=["afw/111_1_0", "afw/111_1_7", "helen/222_3_0", "helen/2223_0"])
     kept = exclude_sources([(renders, i) for i in range(4)], [(originals, 1)])
     assert [renders.names[i] for _, i in kept] == ["afw/111_1_0", "afw/111_1_7", "helen/2223_0"]
+
+
+def _random_batch(size: int, count: int = 2) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    landmarks_px = torch.rand(count, 68, 2, generator=generator) * (size - 2) + 1
+    return {"image": torch.randn(count, 3, size, size, generator=generator), "landmarks_px": landmarks_px,
+            "landmarks": landmarks_px / size * 2 - 1, "mask": torch.ones(count, 68, dtype=torch.bool),
+            "visibility": torch.ones(count, 68, dtype=torch.bool),
+            "pose": torch.tensor([[0.3, 0.1, -0.2, 0.0, 0.0, 1.5]] * count), "has_pose": torch.ones(count, dtype=torch.bool)}
+
+
+def _step_macs(model, batch: dict[str, torch.Tensor], decoder: bool) -> int:
+    """Convolution multiply-accumulates of one training step's forward pass, and its backward run."""
+    from trainer.losses import LossWeights
+    from trainer.mean_face import build_mean_face
+    from trainer.train import compute_losses, weighted_total
+
+    total = 0
+
+    def hook(module, inputs, output) -> None:
+        nonlocal total
+        total += output.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    mean_face = torch.as_tensor(build_mean_face(), dtype=torch.float32)
+    losses = compute_losses(model, batch, mean_face, 1.0, decoder=decoder)
+    weighted_total(losses, 2, LossWeights()).backward()
+    for h in hooks:
+        h.remove()
+    return total
+
+
+def test_encoder_only_step_leaves_the_decoder_untouched_and_costs_fewer_macs() -> None:
+    from trainer.mnn import MNN
+
+    torch.manual_seed(0)
+    model = MNN(32, 68, pose_head="rot6d")
+    batch = _random_batch(32)
+    encoder_macs = _step_macs(model, batch, decoder=False)
+    encoder = {id(p) for p in model.encoder_parameters()}
+    assert all((p.grad is None) == (id(p) not in encoder) for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    assert encoder_macs < 0.6 * _step_macs(model, batch, decoder=True)
+
+
+def test_encoder_only_epochs_come_in_blocks_each_followed_by_a_full_epoch_and_the_last_is_full() -> None:
+    from trainer.train import encoder_only
+
+    assert [encoder_only(e, 2, 10, 2) for e in range(10)] == [False, False, True, True, False, True, True, False,
+                                                              True, False]
+    assert not any(encoder_only(e, 2, 10, 0) for e in range(10))
+
+
+def test_renders_of_validation_faces_validate_and_never_train() -> None:
+    from types import SimpleNamespace
+
+    from trainer.validation import split_synthetic
+
+    originals = SimpleNamespace(names=["afw/111_1", "helen/222_3", "helen/333_1"])
+    renders = SimpleNamespace(names=["afw/111_1_0", "afw/111_1_3", "helen/222_3_0", "helen/333_1_2"])
+    train, val = split_synthetic([(renders, i) for i in range(4)], [(originals, 0), (originals, 2)])
+    assert [renders.names[i] for _, i in train] == ["helen/222_3_0"]
+    assert [renders.names[i] for _, i in val] == ["afw/111_1_0", "afw/111_1_3", "helen/333_1_2"]
+
+
+def test_validation_report_gives_the_faces_mae_and_the_renders_mae_by_yaw_band() -> None:
+    from trainer.validation import pose_report
+
+    true = np.array([[10.0, 0, 0], [20.0, 0, 0], [15.0, 0, 0], [45.0, 0, 0], [-80.0, 0, 0]])
+    pred = true + np.array([[3.0, 0, 0], [0, 0, 0], [6.0, 0, 0], [0, 3.0, 0], [0, 0, 9.0]])
+    report = pose_report(pred, true, np.array([True, False, True, True, True]), 2)
+    assert report["mae"] == pytest.approx(1.0)
+    assert report["renders_mae"] == pytest.approx(2.0)
+    assert (report["renders_mae_0-30"], report["renders_mae_30-60"], report["renders_mae_60-90"]) == pytest.approx((2, 1, 3))
+
+
+def test_log_keeps_columns_that_older_epochs_lack(tmp_path: Path) -> None:
+    from trainer.train import write_log
+
+    write_log([{"epoch": 0, "val_total": 1.0}, {"epoch": 1, "val_total": 0.5, "val_mae": 3.0}], tmp_path / "log.csv")
+    rows = _log(tmp_path)
+    assert rows[0]["val_mae"] == "" and rows[1]["val_mae"] == "3.0"
+
+
+def test_run_records_its_pose_head_and_labels_and_logs_validation_mae(trained_run: Path) -> None:
+    state = torch.load(trained_run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["config"]["pose_head"] == "rot6d" and state["args"]["pose_labels"] == "fit"
+    assert (trained_run / "pose_labels_fit.npz").exists()
+    assert float(_log(trained_run)[-1]["val_mae"]) > 0
+
+
+def test_resumed_run_keeps_its_recorded_pose_options_and_older_checkpoints_read_as_pnp_and_euler() -> None:
+    from argparse import Namespace
+
+    from trainer.train import STICKY, resolve_options
+
+    unset = dict.fromkeys(STICKY)
+    fresh = Namespace(**unset)
+    resolve_options(fresh, None)
+    assert (fresh.pose_labels, fresh.pose_head, fresh.encoder_only_epochs, fresh.distill_weight) == ("fit", "rot6d", 0, 0.0)
+    legacy = Namespace(**unset)
+    resolve_options(legacy, {"config": {"input_size": 128}, "args": {}})
+    assert (legacy.pose_labels, legacy.pose_head) == ("pnp", "euler")
+    told = Namespace(**unset | {"pose_labels": "fit"})
+    resolve_options(told, {"config": {"input_size": 128, "pose_head": "rot6d"}, "args": {"pose_labels": "pnp",
+                                                                                         "encoder_only_epochs": 2}})
+    assert (told.pose_labels, told.pose_head, told.encoder_only_epochs) == ("fit", "rot6d", 2)

@@ -94,15 +94,16 @@ def _export_one(module: nn.Module, path: Path, outputs: tuple[str, ...], input_s
 
 
 def export_models(model: MNN, mean_face: np.ndarray, out_dir: Path) -> tuple[Path, Path]:
-    """Write both ONNX models of ``model`` into ``out_dir``; returns their paths."""
+    """Write both ONNX models of ``model`` into ``out_dir``; returns their paths. ``model`` is left in eval mode
+    (the wrappers are put in eval mode too, since the exporter restores each wrapper's mode on the way out)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     cfg = model.config
     paths = out_dir / model_io.ENCODER_FILE, out_dir / model_io.FULL_FILE
     for variant, wrapper, path, outputs in (
-        ("encoder", EncoderExport(model), paths[0], model_io.ENCODER_OUTPUTS),
-        ("full", FullExport(model), paths[1], model_io.FULL_OUTPUTS),
+        ("encoder", EncoderExport(model).eval(), paths[0], model_io.ENCODER_OUTPUTS),
+        ("full", FullExport(model).eval(), paths[1], model_io.FULL_OUTPUTS),
     ):
         meta = model_io.build_metadata(variant, cfg.input_size, cfg.landmarks, np.array(cfg.mean), np.array(cfg.std), mean_face)
         _export_one(wrapper, path, outputs, cfg.input_size, meta)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from app.core.pose import TZ_MIN, project
+from app.core.pose import TZ_MIN, project, rotation_matrix
+from trainer.rotation import geodesic_angle
 
 HEATMAP_SIGMA_AT_128 = 1.5
 """Standard deviation in pixels of the Gaussian target heatmap at a 128 input; it scales with the input."""
@@ -41,6 +42,20 @@ def _mask_weights(mask: torch.Tensor) -> torch.Tensor:
 def loss_pose(pred: torch.Tensor, target: torch.Tensor, has_pose: torch.Tensor) -> torch.Tensor:
     """L_ED (eq. 1): Euclidean distance between pose vectors, over images with a pose label."""
     per_image = torch.linalg.vector_norm(pred - target, dim=-1)
+    keep = has_pose.float()
+    return (per_image * keep).sum() / keep.sum().clamp(min=1.0)
+
+
+def loss_pose_rotation(rotation: torch.Tensor, translation: torch.Tensor, target: torch.Tensor,
+                       has_pose: torch.Tensor) -> torch.Tensor:
+    """L_ED for a 6D head: ``‖(θ, Δt)‖`` with θ the geodesic angle between the predicted ``rotation`` and the
+    label's, over images with a pose label; equal to eq. 1 for small errors, and smooth at yaw ±90°.
+
+    It takes the head's rotation and translation, never its Euler read-out: a path through ``asin`` and
+    ``atan2`` would turn even a zero gradient into NaN at yaw ±90°."""
+    theta = geodesic_angle(rotation, rotation_matrix(target, torch).to(rotation.dtype))
+    shift = ((translation - target[:, 3:]) ** 2).sum(-1)
+    per_image = torch.sqrt(theta ** 2 + shift + 1e-12)
     keep = has_pose.float()
     return (per_image * keep).sum() / keep.sum().clamp(min=1.0)
 

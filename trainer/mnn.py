@@ -18,6 +18,11 @@ Readings of the tables where they are ambiguous:
   ``Conv2DTrans (2x2)`` with stride 2.
 - Visibility is one logit per landmark (sigmoid); the paper's two-class cross-entropy (eq. 4) on a
   softmax over {visible, occluded} is the same model with one logit fixed at zero.
+
+Pose head. ``pose_head="euler"`` is the paper's: ``fc_pose`` gives (yaw, pitch, roll, tx, ty, tz).
+``pose_head="rot6d"`` gives a 6D rotation (``trainer.rotation``) and the translation, 9 outputs, and the
+forward pass turns the rotation into the same Euler vector, so both export to one ONNX contract while the
+6D head trains on rotation matrices (well conditioned at yaw ±90°, where Euler angles lock).
 """
 from __future__ import annotations
 
@@ -28,6 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainer.rotation import IDENTITY_6D, matrix_to_angles, rot6d_to_matrix
+
+POSE_HEADS = ("euler", "rot6d")
 BOTTLENECK_WIDTH = 64
 TYPICAL_TZ = 1.6
 """Initial bias of the ``tz`` outputs: the PnP labels of augmented training crops put the unit-RMS mean
@@ -42,6 +50,7 @@ class MNNConfig:
     landmarks: int = 68
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    pose_head: str = "euler"
 
     @property
     def stages(self) -> int:
@@ -51,12 +60,16 @@ class MNNConfig:
 
 @dataclass
 class MNNOutput:
-    """Raw network outputs: pose vectors (radians), heatmap logits ``(N, L, S, S)``, visibility logits ``(N, L)``."""
+    """Raw network outputs: pose vectors (radians), heatmap logits ``(N, L, S, S)``, visibility logits ``(N, L)``
+    (None when the decoder did not run); for a 6D head, ``fc_pose``'s rotation ``(N, 3, 3)`` and translation
+    ``(N, 3)``, what its loss reads (else None)."""
 
     pose: torch.Tensor
     pose_proj: torch.Tensor
     heatmap_logits: torch.Tensor | None = None
     visibility_logits: torch.Tensor | None = None
+    rotation: torch.Tensor | None = None
+    translation: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -98,11 +111,14 @@ class MNN(nn.Module):
     """The multi-task network; ``forward_encoder`` alone is the pose-only model."""
 
     def __init__(self, input_size: int = 128, landmarks: int = 68,
-                 mean: tuple[float, float, float] = MNNConfig.mean, std: tuple[float, float, float] = MNNConfig.std) -> None:
+                 mean: tuple[float, float, float] = MNNConfig.mean, std: tuple[float, float, float] = MNNConfig.std,
+                 pose_head: str = "euler") -> None:
         super().__init__()
         if input_size < 8 or input_size & (input_size - 1):
             raise ValueError(f"input size must be a power of two >= 8, got {input_size}")
-        self.config = MNNConfig(input_size, landmarks, tuple(mean), tuple(std))
+        if pose_head not in POSE_HEADS:
+            raise ValueError(f"pose head must be one of {', '.join(POSE_HEADS)}, got {pose_head!r}")
+        self.config = MNNConfig(input_size, landmarks, tuple(mean), tuple(std), pose_head)
         channels = stage_channels(self.config.stages)
         self.channels = channels
         entries: list[nn.Module] = [conv_bn_relu(3, channels[0], 1)]
@@ -110,10 +126,13 @@ class MNN(nn.Module):
         entries.append(nn.MaxPool2d(2))
         self.down = nn.ModuleList(entries)
         self.enc_blocks = nn.ModuleList(Bottleneck(c) for c in channels)
-        self.fc_pose = nn.Conv2d(channels[-1], 6, 1)
+        self.fc_pose = nn.Conv2d(channels[-1], 9 if pose_head == "rot6d" else 6, 1)
         self.fc_pose_proj = nn.Conv2d(channels[-1], 6, 1)
         for head in (self.fc_pose, self.fc_pose_proj):
-            nn.init.constant_(head.bias[5], TYPICAL_TZ)
+            nn.init.constant_(head.bias[-1], TYPICAL_TZ)
+        if pose_head == "rot6d":
+            with torch.no_grad():
+                self.fc_pose.bias[:6] = torch.tensor(IDENTITY_6D)
 
         # Decoder, from the stage just above the bottleneck up to full resolution.
         self.up = nn.ModuleList()
@@ -130,14 +149,26 @@ class MNN(nn.Module):
         self.fc_lnd = nn.Conv2d(channels[0], landmarks, 1)
         self.fc_vis = nn.Conv2d(channels[0], landmarks, 1)
 
-    def forward_encoder(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Stage outputs (top to bottom) and the two pose vectors ``(N, 6)``."""
+    def encode(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None,
+                                                   torch.Tensor | None, torch.Tensor]:
+        """Stage outputs (top to bottom), ``fc_pose`` as Euler pose ``(N, 6)``, for a 6D head its rotation
+        ``(N, 3, 3)`` and translation ``(N, 3)`` straight from the layer (None for an Euler head), ``fc_pose_proj``."""
         skips = []
         x = image
         for entry, block in zip(self.down, self.enc_blocks):
             x = block(entry(x))
             skips.append(x)
-        return skips, self.fc_pose(x).flatten(1), self.fc_pose_proj(x).flatten(1)
+        pose = self.fc_pose(x).flatten(1)
+        rotation = translation = None
+        if self.config.pose_head == "rot6d":
+            rotation, translation = rot6d_to_matrix(pose[:, :6]), pose[:, 6:]
+            pose = torch.cat([matrix_to_angles(rotation), translation], 1)
+        return skips, pose, rotation, translation, self.fc_pose_proj(x).flatten(1)
+
+    def forward_encoder(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Stage outputs (top to bottom) and the two pose vectors ``(N, 6)`` (yaw, pitch, roll radians, tx, ty, tz)."""
+        skips, pose, _, _, pose_proj = self.encode(image)
+        return skips, pose, pose_proj
 
     def forward_decoder(self, skips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Heatmap logits ``(N, L, S, S)`` and visibility logits ``(N, L)`` from the encoder's stage outputs."""
@@ -146,10 +177,13 @@ class MNN(nn.Module):
             x = block(merge(torch.cat([skip, up(x)], 1)))
         return self.fc_lnd(x), self.fc_vis(x).mean((2, 3))
 
-    def forward(self, image: torch.Tensor) -> MNNOutput:
-        skips, pose, pose_proj = self.forward_encoder(image)
+    def forward(self, image: torch.Tensor, decoder: bool = True) -> MNNOutput:
+        """Every output; with ``decoder=False`` the pose outputs only (the decoder is not run)."""
+        skips, pose, rotation, translation, pose_proj = self.encode(image)
+        if not decoder:
+            return MNNOutput(pose, pose_proj, rotation=rotation, translation=translation)
         heatmap_logits, visibility_logits = self.forward_decoder(skips)
-        return MNNOutput(pose, pose_proj, heatmap_logits, visibility_logits)
+        return MNNOutput(pose, pose_proj, heatmap_logits, visibility_logits, rotation, translation)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the pose-only model (encoder and the two pose heads)."""

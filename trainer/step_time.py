@@ -1,4 +1,5 @@
-"""``python -m trainer.step_time``: seconds per phase-2 training step (forward, four losses, backward, Adam)."""
+"""``python -m trainer.step_time``: seconds per phase-2 training step (forward, four losses, backward, Adam);
+``--encoder-only`` times the step of an encoder-only epoch (pose losses, the decoder not run)."""
 from __future__ import annotations
 
 import argparse
@@ -11,14 +12,15 @@ import torch
 
 from trainer.losses import LossWeights, heatmap_sigma
 from trainer.mean_face import build_mean_face
-from trainer.mnn import MNN
+from trainer.mnn import MNN, POSE_HEADS
 from trainer.train import compute_losses, weighted_total
 
 
-def time_steps(input_size: int, batch_size: int, steps: int, device: torch.device) -> dict[str, float]:
+def time_steps(input_size: int, batch_size: int, steps: int, device: torch.device, encoder_only: bool = False,
+               pose_head: str = "rot6d") -> dict[str, float | str | bool]:
     """Median wall time of ``steps`` training steps on random data (after one warm-up step)."""
     torch.manual_seed(0)
-    model = MNN(input_size, 68).to(device).train()
+    model = MNN(input_size, 68, pose_head=pose_head).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     mean_face = torch.as_tensor(build_mean_face(), dtype=torch.float32, device=device)
     batch = {
@@ -34,7 +36,8 @@ def time_steps(input_size: int, batch_size: int, steps: int, device: torch.devic
     times = []
     for step in range(steps + 1):
         started = time.perf_counter()
-        loss = weighted_total(compute_losses(model, batch, mean_face, heatmap_sigma(input_size)), 2, LossWeights())
+        losses = compute_losses(model, batch, mean_face, heatmap_sigma(input_size), decoder=not encoder_only)
+        loss = weighted_total(losses, 2, LossWeights())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -44,7 +47,7 @@ def time_steps(input_size: int, batch_size: int, steps: int, device: torch.devic
             times.append(time.perf_counter() - started)
     step_s = float(np.median(times))
     return {"input_size": input_size, "batch_size": batch_size, "device": str(device), "threads": torch.get_num_threads(),
-            "step_s": round(step_s, 4), "per_image_s": round(step_s / batch_size, 4)}
+            "pose_head": pose_head, "encoder_only": encoder_only, "step_s": round(step_s, 4), "per_image_s": round(step_s / batch_size, 4)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--encoder-only", action="store_true", help="a step of an encoder-only epoch (no decoder)")
+    parser.add_argument("--pose-head", choices=POSE_HEADS, default="rot6d")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
-    print(json.dumps(time_steps(args.input_size, args.batch_size, args.steps, device)))
+    print(json.dumps(time_steps(args.input_size, args.batch_size, args.steps, device, args.encoder_only, args.pose_head)))
     return 0
 
 

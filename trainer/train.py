@@ -11,12 +11,23 @@ data are shuffled once (seeded) and split 90/10 into train and validation. Every
 (everything ``--resume`` needs) and, when validation improves, ``OUT/best.pt`` (what export takes),
 rewrites ``OUT/log.csv`` and redraws ``OUT/losses.png``.
 
-``--synthetic`` adds generated faces (e.g. ``trainer.profile``'s turned heads) to the training side
-only: each epoch draws ``--synthetic-ratio`` synthetic faces per original training face, afresh.
+``--synthetic`` adds generated faces (e.g. ``trainer.profile``'s turned heads) to the training side:
+each epoch draws ``--synthetic-ratio`` synthetic faces per original training face, afresh.
 ``--synthetic-translation`` and ``--synthetic-scale`` widen the crop jitter of those faces alone: the
 app's detector box on a real profile can sit a fifth of a crop off the face, and renders, whose
-detector box matches their landmark box, never show that. Validation stays on the originals so that
-its loss is comparable with and without them.
+detector box matches their landmark box, never show that. Renders of validation faces never train: they
+join validation (``trainer.validation``), whose loss chooses ``best.pt`` and whose pose MAE (validation
+faces, and their renders by |yaw| band) is logged every epoch.
+
+Pose (issue 22). ``--pose-labels fit`` labels 300W photographs by their 3D fit (``trainer.fit_labels``,
+cached in ``OUT``), ``pnp`` by the per-crop PnP of before. ``--pose-head rot6d`` predicts a 6D rotation
+trained with a geodesic loss (``trainer.rotation``); ``--init-from CKPT`` starts a new run folder from
+another run's checkpoint (its epoch count and log go on), fitting a 6D head to an Euler head's predictions
+(``trainer.head_init``). ``--encoder-only-epochs N`` runs phase 2 in blocks of N epochs that train the
+encoder and its pose heads without running the decoder, each followed by one full epoch (the last epoch
+is always full). ``--distill-weight`` adds full mode's landmark pose as a target for ``fc_pose``
+(``trainer.distill``). A resumed run keeps the pose labels, head, encoder-only blocks and distillation
+weight its checkpoint recorded unless told otherwise (older checkpoints: PnP labels, Euler head).
 """
 from __future__ import annotations
 
@@ -37,17 +48,25 @@ from tqdm import tqdm
 from app.core.crop import to_normalised
 from app.core.model_io import normalise_crops
 from trainer.augment import AugmentConfig, make_crop
-from trainer.checkpoint import (compact_optimizer_state, expand_optimizer_state, load_checkpoint, model_state,
-                                save_checkpoint)
+from trainer.checkpoint import (LEGACY, compact_optimizer_state, expand_optimizer_state, load_checkpoint,
+                                model_config, model_from_state, model_state, save_checkpoint)
 from trainer.cli import report_error
 from trainer.datasets.registry import FaceDataset, open_dataset
-from trainer.losses import LossWeights, heatmap_sigma, loss_heatmap, loss_pose, loss_pose_proj, loss_visibility
+from trainer.distill import landmark_pose_targets
+from trainer.fit_labels import CACHE_FILE, LABELS, label_items
+from trainer.head_init import to_rot6d_head
+from trainer.losses import (LossWeights, heatmap_sigma, loss_heatmap, loss_pose, loss_pose_proj, loss_pose_rotation,
+                            loss_visibility)
 from trainer.mean_face import build_mean_face
-from trainer.mnn import MNN
+from trainer.mnn import MNN, POSE_HEADS, MNNOutput
+from trainer.validation import pose_report, split_synthetic
 
 log = logging.getLogger(__name__)
-TASKS = ("pose", "pose_proj", "heatmap", "visibility")
+TASKS = ("pose", "pose_proj", "heatmap", "visibility", "distill")
 PLATEAU_EPOCHS = 15
+HEAD_FIT_CROPS = 768
+STICKY = {"pose_labels": "fit", "pose_head": "rot6d", "encoder_only_epochs": 0, "distill_weight": 0.0}
+"""Options a resumed run takes from its checkpoint unless given, with their defaults for a new run."""
 
 
 class CropDataset(Dataset):
@@ -101,43 +120,82 @@ def crop_tensors(image: np.ndarray, landmarks: np.ndarray, mask: np.ndarray, vis
     }
 
 
-def compute_losses(model: MNN, batch: dict[str, torch.Tensor], mean_face: torch.Tensor, sigma: float) -> dict[str, torch.Tensor]:
-    """The four task losses for a batch."""
-    out = model(batch["image"])
+def compute_losses(model: MNN, batch: dict[str, torch.Tensor], mean_face: torch.Tensor, sigma: float,
+                   decoder: bool = True, distill: bool = False) -> dict[str, torch.Tensor]:
+    """The task losses for a batch (``decoder=False``: the pose losses only, the decoder's are zero)."""
+    return task_losses(model(batch["image"], decoder=decoder), batch, mean_face, sigma, distill)
+
+
+def head_pose_loss(out: MNNOutput, target: torch.Tensor, has_pose: torch.Tensor) -> torch.Tensor:
+    """``fc_pose``'s loss against ``target``: geodesic for a 6D head, eq. 1 on Euler angles otherwise."""
+    if out.rotation is not None:
+        return loss_pose_rotation(out.rotation, out.translation, target, has_pose)
+    return loss_pose(out.pose, target, has_pose)
+
+
+def task_losses(out: MNNOutput, batch: dict[str, torch.Tensor], mean_face: torch.Tensor, sigma: float,
+                distill: bool = False) -> dict[str, torch.Tensor]:
+    """The losses of network outputs ``out`` on ``batch``; ``distill`` adds the landmark-pose target."""
     has_landmarks = batch["landmarks"].shape[1] == mean_face.shape[0]
-    return {
-        "pose": loss_pose(out.pose, batch["pose"], batch["has_pose"]),
+    zero = out.pose.sum() * 0
+    losses = {
+        "pose": head_pose_loss(out, batch["pose"], batch["has_pose"]),
         "pose_proj": (loss_pose_proj(out.pose_proj, batch["landmarks"], batch["mask"], mean_face)
                       if has_landmarks else out.pose_proj.sum() * 0),
-        "heatmap": loss_heatmap(out.heatmap_logits, batch["landmarks_px"], batch["mask"], sigma),
-        "visibility": loss_visibility(out.visibility_logits, batch["visibility"], batch["mask"]),
+        "heatmap": zero, "visibility": zero, "distill": zero,
     }
+    if out.heatmap_logits is not None:
+        losses["heatmap"] = loss_heatmap(out.heatmap_logits, batch["landmarks_px"], batch["mask"], sigma)
+        losses["visibility"] = loss_visibility(out.visibility_logits, batch["visibility"], batch["mask"])
+        if distill and has_landmarks:
+            target, ok = landmark_pose_targets(out.heatmap_logits, mean_face.cpu().numpy())
+            losses["distill"] = head_pose_loss(out, target, ok)
+    return losses
 
 
-def weighted_total(losses: dict[str, torch.Tensor], phase: int, weights: LossWeights) -> torch.Tensor:
-    """Eq. 5 in phase 2; the heatmap loss alone in phase 1 (landmark pre-training)."""
+def weighted_total(losses: dict[str, torch.Tensor], phase: int, weights: LossWeights,
+                   distill_weight: float = 0.0) -> torch.Tensor:
+    """Eq. 5 (plus the weighted distillation term) in phase 2; the heatmap loss alone in phase 1."""
     if phase == 1:
         return losses["heatmap"]
     return (weights.pose * losses["pose"] + weights.pose_proj * losses["pose_proj"]
-            + weights.heatmap * losses["heatmap"] + weights.visibility * losses["visibility"])
+            + weights.heatmap * losses["heatmap"] + weights.visibility * losses["visibility"]
+            + distill_weight * losses["distill"])
+
+
+def encoder_only(epoch: int, pretrain_epochs: int, total_epochs: int, block: int) -> bool:
+    """Whether ``epoch`` trains without the decoder: phase 2 runs ``block`` such epochs, then one full, over
+    and over; phase 1 and the run's last epoch are always full."""
+    if block <= 0 or epoch < pretrain_epochs or epoch == total_epochs - 1:
+        return False
+    return (epoch - pretrain_epochs) % (block + 1) < block
 
 
 def run_epoch(model: MNN, loader: DataLoader, optimizer: torch.optim.Optimizer | None, phase: int, weights: LossWeights,
-              mean_face: torch.Tensor, sigma: float, device: torch.device, desc: str) -> dict[str, float]:
-    """One pass over ``loader`` (training when ``optimizer`` is given); mean losses per task and in total."""
+              mean_face: torch.Tensor, sigma: float, device: torch.device, desc: str, decoder: bool = True,
+              distill_weight: float = 0.0, poses: list | None = None) -> dict[str, float]:
+    """One pass over ``loader`` (training when ``optimizer`` is given); mean losses per task and in total.
+
+    ``decoder=False`` trains the encoder and its pose heads only; ``poses``, when given, collects each batch's
+    ``(predicted, label, has_pose)``, angles in degrees, in loader order."""
     training = optimizer is not None
     model.train(training)
     sums = {k: 0.0 for k in (*TASKS, "total")}
     count = 0
+    distill = distill_weight > 0 and phase == 2
     with torch.set_grad_enabled(training):
         for batch in tqdm(loader, desc=desc, leave=False, unit="batch"):
             batch = {k: v.to(device) for k, v in batch.items()}
-            losses = compute_losses(model, batch, mean_face, sigma)
-            total = weighted_total(losses, phase, weights)
+            out = model(batch["image"], decoder=decoder)
+            losses = task_losses(out, batch, mean_face, sigma, distill)
+            total = weighted_total(losses, phase, weights, distill_weight)
             if training:
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
+            if poses is not None:
+                poses.append((np.degrees(out.pose[:, :3].detach().cpu().numpy()),
+                              np.degrees(batch["pose"][:, :3].cpu().numpy()), batch["has_pose"].cpu().numpy()))
             n = len(batch["image"])
             count += n
             for k, v in losses.items():
@@ -160,15 +218,8 @@ def split_items(datasets: list[FaceDataset], seed: int, limit: int | None) -> tu
 
 
 def exclude_sources(synthetic: list, val_items: list) -> list:
-    """Synthetic faces not rendered from a validation face, so validation loss stays unseen.
-
-    ``trainer.profile`` names each rendering ``<source name>_<k>``; sources match on the file stem.
-    """
-    held = {Path(ds.names[i]).name for ds, i in val_items}
-    kept = [(ds, i) for ds, i in synthetic if Path(ds.names[i]).name.rsplit("_", 1)[0] not in held]
-    if len(kept) < len(synthetic):
-        log.info("left out %d synthetic faces rendered from validation faces", len(synthetic) - len(kept))
-    return kept
+    """Synthetic faces not rendered from a validation face (``trainer.validation.split_synthetic``'s first part)."""
+    return split_synthetic(synthetic, val_items)[0]
 
 
 def plot_history(history: list[dict[str, Any]], path: Path) -> None:
@@ -180,14 +231,17 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(TASKS) + 1, figsize=(4 * (len(TASKS) + 1), 3.2))
     epochs = [h["epoch"] for h in history]
     for ax, key in zip(axes, (*TASKS, "total")):
-        ax.plot(epochs, [h[f"train_{key}"] for h in history], label="train")
-        ax.plot(epochs, [h[f"val_{key}"] for h in history], label="validation")
+        curves = {side: np.array([float(h.get(f"{side}_{key}") or "nan") for h in history])
+                  for side in ("train", "val")}
+        ax.plot(epochs, curves["train"], label="train")
+        ax.plot(epochs, curves["val"], label="validation")
         starts = [h["epoch"] for h in history if h["phase"] == 2]
         if starts:
             ax.axvline(starts[0] - 0.5, color="grey", linestyle=":", label="phase 2")
         ax.set_title(key)
         ax.set_xlabel("epoch")
-        ax.set_yscale("log")
+        if any((values > 0).any() for values in curves.values()):
+            ax.set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -195,9 +249,11 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_log(history: list[dict[str, Any]], path: Path) -> None:
-    """The whole history as CSV (rewritten each epoch so it always matches the checkpoint)."""
+    """The whole history as CSV (rewritten each epoch so it always matches the checkpoint); columns are every
+    row's keys in order of appearance, blank where a row (an older epoch) lacks one."""
+    fields = list(dict.fromkeys(key for row in history for key in row))
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(history)
 
@@ -218,6 +274,25 @@ def annealed_lr(base: float, floor: float, epoch: int, total_epochs: int, anneal
     return float(floor + (base - floor) * 0.5 * (1.0 + np.cos(np.pi * (i + 0.5) / anneal_epochs)))
 
 
+def resolve_options(args: argparse.Namespace, state: dict[str, Any] | None) -> None:
+    """Fill the ``STICKY`` options left unset: from a resumed checkpoint (format 1: ``LEGACY``), else defaults."""
+    for key, default in STICKY.items():
+        if getattr(args, key) is not None:
+            continue
+        if state is None:
+            value = default
+        elif key == "pose_head":
+            value = model_config(state)["pose_head"]
+        else:
+            value = state["args"].get(key, LEGACY.get(key, default))
+        setattr(args, key, value)
+
+
+def head_fit_images(dataset: Dataset, count: int) -> torch.Tensor:
+    """The first ``count`` normalised crops of ``dataset`` (augmented training crops) as one batch."""
+    return torch.stack([dataset[i]["image"] for i in range(min(count, len(dataset)))])
+
+
 def train(args: argparse.Namespace) -> Path:
     """Run (or resume) training as ``args`` say; returns the checkpoint path."""
     if args.anneal_from is not None and not args.anneal_from > 0:
@@ -228,10 +303,17 @@ def train(args: argparse.Namespace) -> Path:
     state = load_checkpoint(ckpt_path) if args.resume and ckpt_path.exists() else None
     if args.resume and state is None:
         log.info("no checkpoint in %s: starting afresh", out)
+    init = load_checkpoint(args.init_from) if state is None and args.init_from else None
+    source = state if state is not None else init
     if state is not None:
         saved = state["args"]
         for key in ("input_size", "seed", "limit", "batch_size", "lr", "pretrain_epochs"):
             setattr(args, key, saved[key])
+    elif init is not None:
+        args.input_size = init["config"]["input_size"]
+        for key in ("seed", "limit"):  # the same split: the old run's validation faces stay unseen
+            setattr(args, key, init["args"][key])
+    resolve_options(args, state)
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     datasets = [open_dataset(spec) for spec in args.data]
@@ -240,16 +322,29 @@ def train(args: argparse.Namespace) -> Path:
     if len(landmarks) != 1:
         raise ValueError(f"all --data and --synthetic must share one landmark layout, found counts {sorted(landmarks)}")
     n_landmarks = landmarks.pop()
-    mean_face = build_mean_face() if state is None else np.asarray(state["mean_face"])
-    model = MNN(args.input_size, n_landmarks).to(device)
+    mean_face = build_mean_face() if source is None else np.asarray(source["mean_face"])
     train_items, val_items = split_items(datasets, args.seed, args.limit)
-    synthetic_items = exclude_sources([(ds, i) for ds in synthetic_sets for i in range(len(ds))], val_items)
+    labelled = label_items(train_items + val_items, args.pose_labels, out / CACHE_FILE, mean_face)
+    train_items, val_items = labelled[:len(train_items)], labelled[len(train_items):]
+    synthetic_items, val_renders = split_synthetic([(ds, i) for ds in synthetic_sets for i in range(len(ds))],
+                                                   val_items)
+    model = (model_from_state(source) if source is not None
+             else MNN(args.input_size, n_landmarks, pose_head=args.pose_head))
     cfg = model.config
     augment = AugmentConfig()
     synthetic_augment = replace(augment, translation=args.synthetic_translation, scale=args.synthetic_scale)
     train_set = CropDataset(train_items, cfg.input_size, mean_face, cfg.mean, cfg.std, augment, args.seed,
                             synthetic_items, args.synthetic_ratio, synthetic_augment)
-    val_set = CropDataset(val_items, cfg.input_size, mean_face, cfg.mean, cfg.std, None, args.seed)
+    val_set = CropDataset(val_items + val_renders, cfg.input_size, mean_face, cfg.mean, cfg.std, None, args.seed)
+    converted = cfg.pose_head != args.pose_head
+    if converted:
+        if args.pose_head != "rot6d":
+            raise ValueError(f"cannot turn a {cfg.pose_head} pose head into {args.pose_head}")
+        model, gap = to_rot6d_head(model, head_fit_images(train_set, HEAD_FIT_CROPS))
+        cfg = model.config
+        log.info("6D pose head fitted to the Euler head on %d training crops: %.2f deg apart on them",
+                 min(HEAD_FIT_CROPS, len(train_set)), gap)
+    model = model.to(device)
     loader_args = {"batch_size": args.batch_size, "num_workers": args.workers}
     train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > args.batch_size,
                               generator=torch.Generator().manual_seed(args.seed), **loader_args)
@@ -262,17 +357,20 @@ def train(args: argparse.Namespace) -> Path:
     plateau_lr = args.lr
     history: list[dict[str, Any]] = []
     start, best = 0, float("inf")
-    if state is not None:
-        model.load_state_dict(state["model"])
+    if source is not None:
+        history, start = list(source["history"]), source["epoch"] + 1
+    if state is not None and not converted:
         optimizer.load_state_dict(expand_optimizer_state(state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
-        history, best = state["history"], state["best_val"]
+        best = state["best_val"]
         plateau_lr = state.get("plateau_lr", optimizer.param_groups[0]["lr"])
-        start = state["epoch"] + 1
-        log.info("resuming %s at epoch %d of %d", out, start, total_epochs)
-    log.info("training on %s: %d train (%d synthetic) / %d validation faces, %d px, %d landmarks, %d + %d epochs",
-             device, len(train_set), train_set.extra, len(val_set), cfg.input_size, n_landmarks,
-             args.pretrain_epochs, args.epochs)
+    if source is not None:
+        log.info("%s %s at epoch %d of %d", "resuming" if state is not None else f"starting from {args.init_from}:",
+                 out, start, total_epochs)
+    log.info("training on %s: %d train (%d synthetic) / %d validation faces (+%d renders of them), %d px, "
+             "%d landmarks, %d + %d epochs, %s pose head, %s labels", device, len(train_set), train_set.extra,
+             len(val_items), len(val_renders), cfg.input_size, n_landmarks, args.pretrain_epochs, args.epochs,
+             cfg.pose_head, args.pose_labels)
     for epoch in range(start, total_epochs):
         phase = 1 if epoch < args.pretrain_epochs else 2
         if phase == 2 and epoch == args.pretrain_epochs and epoch > 0:
@@ -285,28 +383,39 @@ def train(args: argparse.Namespace) -> Path:
             group["lr"] = plateau_lr if annealed is None else annealed
         train_set.set_epoch(epoch)
         started = time.time()
+        decoder = not encoder_only(epoch, args.pretrain_epochs, total_epochs, args.encoder_only_epochs)
         train_losses = run_epoch(model, train_loader, optimizer, phase, weights, mean_face_t, sigma, device,
-                                 f"epoch {epoch + 1}/{total_epochs} phase {phase}")
-        val_losses = run_epoch(model, val_loader, None, phase, weights, mean_face_t, sigma, device, "validation")
+                                 f"epoch {epoch + 1}/{total_epochs} phase {phase}" + ("" if decoder else " encoder"),
+                                 decoder, args.distill_weight)
+        poses: list = []
+        val_losses = run_epoch(model, val_loader, None, phase, weights, mean_face_t, sigma, device, "validation",
+                               distill_weight=args.distill_weight, poses=poses)
+        pred, true, has_pose = (np.concatenate(p) for p in zip(*poses))
+        report = pose_report(pred, true, has_pose, len(val_items))
         if annealed is None:
             scheduler.step(val_losses["total"])
             plateau_lr = optimizer.param_groups[0]["lr"]
         row = {"epoch": epoch, "phase": phase, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - started, 1),
+               "decoder": int(decoder),
                **{f"train_{k}": round(v, 6) for k, v in train_losses.items()},
-               **{f"val_{k}": round(v, 6) for k, v in val_losses.items()}}
+               **{f"val_{k}": round(v, 6) for k, v in val_losses.items()},
+               **{f"val_{k}": round(v, 3) for k, v in report.items()}}
         history.append(row)
-        tqdm.write(f"epoch {epoch + 1}/{total_epochs} phase {phase}: train {train_losses['total']:.4f} "
-                   f"val {val_losses['total']:.4f} ({row['seconds']} s)")
+        bands = " ".join(f"{k.rsplit('_', 1)[1]} {v:.2f}" for k, v in report.items() if k.startswith("renders_mae_"))
+        tqdm.write(f"epoch {epoch + 1}/{total_epochs} phase {phase}{'' if decoder else ' encoder-only'}: "
+                   f"train {train_losses['total']:.4f} val {val_losses['total']:.4f}; fc_pose MAE validation faces "
+                   f"{report['mae']:.2f} deg, their renders {report['renders_mae']:.2f} deg (|yaw| {bands}) "
+                   f"({row['seconds']} s)")
         if val_losses["total"] < best:
             best = val_losses["total"]
             save_checkpoint(out / "best.pt", {**model_state(model, mean_face), "epoch": epoch, "phase": phase,
-                                              "val": val_losses})
+                                              "val": val_losses | report})
         save_checkpoint(ckpt_path, {
             **model_state(model, mean_face), "optimizer": compact_optimizer_state(optimizer.state_dict()),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history, "best_val": best,
             "plateau_lr": plateau_lr,
-            "args": vars(args) | {"out": str(args.out)}, "augment": asdict(augment),
-            "synthetic_augment": asdict(synthetic_augment),
+            "args": vars(args) | {"out": str(args.out), "init_from": args.init_from and str(args.init_from)},
+            "augment": asdict(augment), "synthetic_augment": asdict(synthetic_augment),
         })
         write_log(history, out / "log.csv")
         plot_history(history, out / "losses.png")
@@ -344,6 +453,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
+                        help="start a new run in OUT from another run's checkpoint: its weights (pose head converted "
+                             "to --pose-head), mean face, input size, seed and limit (so its split), epoch count and "
+                             "log; a fresh optimiser at --lr "
+                             "(ignored when --resume finds OUT/checkpoint.pt)")
+    parser.add_argument("--pose-labels", choices=LABELS, default=None,
+                        help="300W photographs labelled by their 3D fit (Pose_Para's convention) or by PnP with the "
+                             "mean face (new runs: fit; resumed: as recorded, PnP for older checkpoints)")
+    parser.add_argument("--pose-head", choices=POSE_HEADS, default=None,
+                        help="fc_pose as a 6D rotation with a geodesic loss, or the paper's Euler angles "
+                             "(new runs: rot6d; resumed: as recorded, an Euler head is converted when rot6d is asked)")
+    parser.add_argument("--encoder-only-epochs", type=int, default=None, metavar="N",
+                        help="phase 2 in blocks of N epochs without the decoder, each followed by one full epoch "
+                             "(new runs: 0, every epoch full; resumed: as recorded)")
+    parser.add_argument("--distill-weight", type=float, default=None,
+                        help="weight of fc_pose's loss against the PnP pose of the network's own landmarks "
+                             "(new runs: 0; resumed: as recorded)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available")
     return parser
 

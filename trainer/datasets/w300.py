@@ -75,8 +75,12 @@ class W300Dataset(FaceDataset):
         super().__init__(root, [p.relative_to(root).with_suffix("").as_posix() for p in self._pts])
         log.info("300w: %d faces under %s", len(self), root)
 
+    def landmarks(self, index: int) -> np.ndarray:
+        """Face ``index``'s landmarks ``(68, 2)`` (0-based pixels) without reading its image."""
+        return (read_pts(self._pts[index]) - 1.0).astype(np.float32)
+
     def _load(self, index: int) -> FaceSample:
-        landmarks = (read_pts(self._pts[index]) - 1.0).astype(np.float32)
+        landmarks = self.landmarks(index)
         count = len(landmarks)
         return FaceSample(
             image=read_image(self._images[index]),
