@@ -219,7 +219,7 @@ def test_preview_cli_writes_a_contact_sheet_png(tmp_path):
     afw = require_shared("300w", "afw")
     out = tmp_path / "sheet.png"
     result = subprocess.run(
-        [sys.executable, "-m", "trainer.preview", "--data", f"300w:{afw}", "--out", str(out),
+        [sys.executable, "-m", "trainer", "preview", "--data", f"300w:{afw}", "--out", str(out),
          "--count", "8", "--size", "128", "--seed", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ},
     )
@@ -232,7 +232,7 @@ def test_preview_cli_writes_a_contact_sheet_png(tmp_path):
 
 def test_preview_cli_rejects_a_bad_dataset_spec(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "trainer.preview", "--data", "nosuchkind:/x", "--out", str(tmp_path / "s.png")],
+        [sys.executable, "-m", "trainer", "preview", "--data", "nosuchkind:/x", "--out", str(tmp_path / "s.png")],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "nosuchkind" in result.stderr

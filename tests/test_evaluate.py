@@ -38,7 +38,7 @@ def test_evaluate_with_detector_crops_scores_helen_faces_from_the_apps_detector(
     runs = {}
     for crop in ("dataset", "detector"):
         out = tmp_path / f"{crop}.json"
-        result = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--model", str(random_models),
+        result = subprocess.run([sys.executable, "-m", "trainer", "evaluate", "--model", str(random_models),
                                  "--data", f"300w:{helen_test}", "--limit", "3", "--crop", crop, "--json", str(out)],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-2000:]
@@ -52,7 +52,7 @@ def test_evaluate_with_detector_crops_scores_helen_faces_from_the_apps_detector(
 
 
 def test_evaluate_refuses_an_unknown_crop_with_exit_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--data", "300w:x", "--crop", "centre"],
+    result = subprocess.run([sys.executable, "-m", "trainer", "evaluate", "--data", "300w:x", "--crop", "centre"],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "--crop" in result.stderr
@@ -79,7 +79,7 @@ def test_evaluate_reports_pose_mae_by_yaw_band_in_both_modes(random_models, tmp_
     aflw = require_shared("aflw2000_mini")
     for mode in ("pose", "full"):
         out = tmp_path / f"{mode}.json"
-        result = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--model", str(random_models),
+        result = subprocess.run([sys.executable, "-m", "trainer", "evaluate", "--model", str(random_models),
                                  "--mode", mode, "--data", f"aflw2000:{aflw}", "--limit", "4", "--json", str(out)],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-2000:]

@@ -85,13 +85,13 @@ def test_heatmap_peaks_find_a_sub_pixel_peak_between_two_pixels() -> None:
 
 
 def test_export_command_writes_both_models_from_a_fresh_network(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "trainer.export", "--random-init", "--input-size", "32", "--out", str(tmp_path)],
+    subprocess.run([sys.executable, "-m", "trainer", "export", "--random-init", "--input-size", "32", "--out", str(tmp_path)],
                    check=True, capture_output=True)
     assert (tmp_path / model_io.ENCODER_FILE).is_file() and (tmp_path / model_io.FULL_FILE).is_file()
 
 
 def test_export_command_names_a_missing_checkpoint(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "trainer.export", "--checkpoint", str(tmp_path / "none.pt"),
+    result = subprocess.run([sys.executable, "-m", "trainer", "export", "--checkpoint", str(tmp_path / "none.pt"),
                              "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2
     assert "none.pt" in result.stderr

@@ -21,7 +21,7 @@ def test_parameter_counts_at_256_with_68_landmarks_are_within_one_and_a_half_per
 
 
 def test_summary_command_prints_the_four_counts_as_json() -> None:
-    out = subprocess.run([sys.executable, "-m", "trainer.summary", "--input-size", "256", "--landmarks", "68", "--json"],
+    out = subprocess.run([sys.executable, "-m", "trainer", "summary", "--input-size", "256", "--landmarks", "68", "--json"],
                          capture_output=True, text=True, check=True).stdout
     counts = json.loads(out)
     assert set(counts) == {"params_full", "params_encoder", "macs_full", "macs_encoder"}

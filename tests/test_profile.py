@@ -17,7 +17,8 @@ from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
 from trainer.landmark_layouts import IBUG68
 from trainer.mean_face import build_mean_face
-from trainer.profile import FaceProfiler, ProfileSettings, draw_targets, main, mirror_face, profile_datasets
+from trainer.commands.profile import main
+from trainer.profile import FaceProfiler, ProfileSettings, draw_targets, mirror_face, profile_datasets
 from trainer.profiling.fit import fit_face
 from trainer.profiling.mesh import LANDMARKS, head_mesh, head_topology
 from trainer.profiling.turn import render_head, turn_face

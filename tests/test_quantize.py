@@ -19,6 +19,7 @@ from app.core.precision import SpeedCheck
 from tests.conftest import require_shared
 from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
 from trainer import quantize
+from trainer.commands.quantize import main as quantize_main
 
 CPU = ["CPUExecutionProvider"]
 
@@ -167,7 +168,7 @@ def test_quantize_command_writes_both_int8_models_and_a_precision_json(random_mo
     afw = require_shared("300w", "afw")
     for name in (ENCODER_FILE, FULL_FILE):
         shutil.copy(random_models / name, tmp_path / name)
-    code = quantize.main(["--model", str(tmp_path), "--data", f"300w:{afw}", "--calibration-faces", "4", "--runs", "2"])
+    code = quantize_main(["--model", str(tmp_path), "--data", f"300w:{afw}", "--calibration-faces", "4", "--runs", "2"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     record = json.loads((tmp_path / model_io.PRECISION_FILE).read_text())
@@ -186,7 +187,7 @@ def test_quantize_command_writes_both_int8_models_and_a_precision_json(random_mo
 
 
 def test_quantize_command_without_models_is_one_line_and_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture):
-    code = quantize.main(["--model", str(tmp_path / "none"), "--data", f"300w:{tmp_path}"])
+    code = quantize_main(["--model", str(tmp_path / "none"), "--data", f"300w:{tmp_path}"])
     assert code == ExitCode.MODEL
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and ENCODER_FILE in err

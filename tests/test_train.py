@@ -28,7 +28,7 @@ def _log(run: Path) -> list[dict[str, str]]:
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     afw = require_shared("300w", "afw")
     run = tmp_path_factory.mktemp("run") / "afw32"
-    result = _run("-m", "trainer.train", "--data", f"300w:{afw}", "--input-size", "128", "--limit", "32",
+    result = _run("-m", "trainer", "train", "--data", f"300w:{afw}", "--input-size", "128", "--limit", "32",
                   "--pretrain-epochs", "1", "--epochs", "1", "--batch-size", "4", "--out", str(run))
     assert result.returncode == 0, result.stderr[-2000:]
     return run
@@ -59,7 +59,7 @@ def _resume(trained_run: Path, copy: Path, *args: str) -> subprocess.CompletedPr
         copy.mkdir()
         (copy / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
     afw = require_shared("300w", "afw")
-    return _run("-m", "trainer.train", "--data", f"300w:{afw}", "--out", str(copy), "--resume",
+    return _run("-m", "trainer", "train", "--data", f"300w:{afw}", "--out", str(copy), "--resume",
                 "--pretrain-epochs", "1", *args)
 
 
@@ -114,7 +114,7 @@ def test_a_resumed_run_keeps_its_phase_one_length_without_repeating_the_flag(tra
     copy.mkdir()
     (copy / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
     afw = require_shared("300w", "afw")
-    result = _run("-m", "trainer.train", "--data", f"300w:{afw}", "--out", str(copy), "--resume", "--epochs", "2")
+    result = _run("-m", "trainer", "train", "--data", f"300w:{afw}", "--out", str(copy), "--resume", "--epochs", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert [(int(r["epoch"]), int(r["phase"])) for r in _log(copy)] == [(0, 1), (1, 2), (2, 2)]
 
@@ -122,10 +122,10 @@ def test_a_resumed_run_keeps_its_phase_one_length_without_repeating_the_flag(tra
 def test_exported_run_evaluates_on_helen_test_through_the_app_runtime(trained_run: Path, tmp_path: Path) -> None:
     helen_test = require_shared("300w", "helen_test")
     models = tmp_path / "models"
-    export = _run("-m", "trainer.export", "--checkpoint", str(trained_run / "best.pt"), "--out", str(models))
+    export = _run("-m", "trainer", "export", "--checkpoint", str(trained_run / "best.pt"), "--out", str(models))
     assert export.returncode == 0, export.stderr[-2000:]
     out = tmp_path / "eval.json"
-    result = _run("-m", "trainer.evaluate", "--model", str(models), "--data", f"300w:{helen_test}",
+    result = _run("-m", "trainer", "evaluate", "--model", str(models), "--data", f"300w:{helen_test}",
                   "--limit", "12", "--json", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     entry = json.loads(out.read_text())["datasets"][0]
@@ -137,7 +137,7 @@ def test_exported_run_evaluates_on_helen_test_through_the_app_runtime(trained_ru
 
 
 def test_train_names_a_bad_dataset_spec() -> None:
-    result = _run("-m", "trainer.train", "--data", "nosuchkind:/nowhere", "--out", "/tmp/never-written")
+    result = _run("-m", "trainer", "train", "--data", "nosuchkind:/nowhere", "--out", "/tmp/never-written")
     assert result.returncode == 2
     assert "nosuchkind" in result.stderr
 

@@ -122,7 +122,7 @@ def test_the_shape_model_keeps_its_minimum_of_components_when_one_mode_holds_the
 def test_train_or_refuses_a_shape_energy_outside_zero_to_one(random_models, tmp_path):
     afw = require_shared("300w", "afw")
     for energy in ("0", "1.5"):
-        result = _run("-m", "trainer.train_or", "--model", str(random_models), "--data", f"300w:{afw}",
+        result = _run("-m", "trainer", "train-or", "--model", str(random_models), "--data", f"300w:{afw}",
                       "--limit", "4", "--shape-energy", energy, "--out", str(tmp_path / "or.npz"))
         assert result.returncode == 2
         assert "--shape-energy" in result.stderr and not (tmp_path / "or.npz").exists()
@@ -132,7 +132,7 @@ def test_train_or_refuses_a_shape_energy_outside_zero_to_one(random_models, tmp_
 def trained_or(random_models, tmp_path_factory) -> Path:
     afw = require_shared("300w", "afw")
     out = tmp_path_factory.mktemp("or") / "or.npz"
-    result = _run("-m", "trainer.train_or", "--model", str(random_models), "--data", f"300w:{afw}", "--limit", "4",
+    result = _run("-m", "trainer", "train-or", "--model", str(random_models), "--data", f"300w:{afw}", "--limit", "4",
                   *SMALL, "--val-fraction", "0.25", "--seed", "3", "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "MNN+OR" in result.stdout
@@ -153,7 +153,7 @@ def test_train_or_fits_the_network_outputs_of_augmented_training_faces(trained_o
 def test_train_or_writes_the_same_file_for_the_same_seed(random_models, trained_or, tmp_path):
     afw = require_shared("300w", "afw")
     again = tmp_path / "or.npz"
-    result = _run("-m", "trainer.train_or", "--model", str(random_models), "--data", f"300w:{afw}", "--limit", "4",
+    result = _run("-m", "trainer", "train-or", "--model", str(random_models), "--data", f"300w:{afw}", "--limit", "4",
                   *SMALL, "--val-fraction", "0.25", "--seed", "3", "--out", str(again))
     assert result.returncode == 0, result.stderr[-2000:]
     first, second = orr.OcclusionAwareRegressor.load(trained_or).arrays, orr.OcclusionAwareRegressor.load(again).arrays
@@ -162,7 +162,7 @@ def test_train_or_writes_the_same_file_for_the_same_seed(random_models, trained_
 
 def test_train_or_refuses_more_heatmaps_than_the_memory_allowed(random_models, tmp_path):
     afw = require_shared("300w", "afw")
-    result = _run("-m", "trainer.train_or", "--model", str(random_models), "--data", f"300w:{afw}", "--limit", "4",
+    result = _run("-m", "trainer", "train-or", "--model", str(random_models), "--data", f"300w:{afw}", "--limit", "4",
                   "--max-heatmap-gb", "0.0001", "--out", str(tmp_path / "or.npz"))
     assert result.returncode == 2
     assert "GiB" in result.stderr and not (tmp_path / "or.npz").exists()
@@ -170,7 +170,7 @@ def test_train_or_refuses_more_heatmaps_than_the_memory_allowed(random_models, t
 
 def test_train_or_names_a_missing_model(tmp_path):
     afw = require_shared("300w", "afw")
-    result = _run("-m", "trainer.train_or", "--model", str(tmp_path / "none"), "--data", f"300w:{afw}",
+    result = _run("-m", "trainer", "train-or", "--model", str(tmp_path / "none"), "--data", f"300w:{afw}",
                   "--out", str(tmp_path / "or.npz"))
     assert result.returncode == 4
     assert "mnn_full.onnx" in result.stderr
@@ -185,7 +185,7 @@ def test_evaluate_reports_mnn_and_mnn_or_side_by_side(random_models, trained_or,
         if with_or:
             shutil.copy(trained_or, models / orr.OR_FILE)
         out = tmp_path / f"eval_{with_or}.json"
-        result = _run("-m", "trainer.evaluate", "--model", str(models), "--data", f"300w:{helen_test}",
+        result = _run("-m", "trainer", "evaluate", "--model", str(models), "--data", f"300w:{helen_test}",
                       "--limit", "2", "--json", str(out))
         assert result.returncode == 0, result.stderr[-2000:]
         runs[with_or] = json.loads(out.read_text())["datasets"][0]

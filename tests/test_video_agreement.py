@@ -10,8 +10,9 @@ import pytest
 from app.core import pose
 from tests.conftest import require_shared
 from tests.model_fixtures import random_models  # noqa: F401  (fixture)
-from trainer.video_agreement import (AngleTrack, agreement, main, read_3ddfa_csv, read_process_csv,
-                                     rotation_difference, signed_turn, tddfa_to_ours, turned_from_camera)
+from trainer.commands.video_agreement import main
+from trainer.video_agreement import (AngleTrack, agreement, read_3ddfa_csv, read_process_csv, rotation_difference,
+                                     signed_turn, tddfa_to_ours, turned_from_camera)
 
 F = np.diag([1.0, -1.0, 1.0])
 
@@ -160,7 +161,7 @@ def test_a_missing_video_exits_2_with_one_line_naming_it(tmp_path, capsys):
 
 
 def test_evaluate_takes_video_and_reference_together_and_names_a_missing_video(tmp_path, capsys, random_models):
-    from trainer.evaluate import main as evaluate_main
+    from trainer.commands.evaluate import main as evaluate_main
 
     helen_test = require_shared("300w", "helen_test")
     reference = require_shared("videos", "side_large_pose.3ddfa_v2.csv")

@@ -1,4 +1,4 @@
-"""``python -m trainer.calibrate_detector``: how the app's face-detector boxes sit relative to landmark boxes.
+"""``python -m trainer calibrate-detector``: how the app's face-detector boxes sit relative to landmark boxes.
 
 The network is trained on crops of the landmark box (+30%, square) but the app crops detector boxes.
 This measures, on training faces, the landmark box's centre offset (in detector-box widths and
@@ -8,9 +8,6 @@ app's crops match the training crops.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 
 import cv2
 import numpy as np
@@ -18,8 +15,6 @@ from tqdm import tqdm
 
 from app.core.crop import detector_box_fit
 from app.core.detector import create_detector
-from app.core.exit_codes import ExitCode
-from trainer.cli import report_error
 from trainer.datasets.registry import open_dataset
 
 
@@ -45,21 +40,3 @@ def box_relations(specs: list[str], detector_name: str = "blazeface") -> np.ndar
     finally:
         detector.close()
     return np.asarray(rows)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.calibrate_detector", description=__doc__)
-    parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH", help="training data; repeat")
-    parser.add_argument("--detector", default="blazeface")
-    args = parser.parse_args(argv)
-    rows = box_relations(args.data, args.detector)
-    if len(rows) == 0:
-        return report_error(ValueError("the detector found none of the faces"))
-    median, spread = np.median(rows, 0), rows.std(0)
-    print(json.dumps({"faces": len(rows), "dx": round(float(median[0]), 4), "dy": round(float(median[1]), 4),
-                      "scale": round(float(median[2]), 4), "std": [round(float(v), 4) for v in spread]}))
-    return ExitCode.OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

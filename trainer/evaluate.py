@@ -1,4 +1,4 @@
-"""``python -m trainer.evaluate``: the exported ONNX models on held-out data, through the app's own runtime.
+"""``python -m trainer evaluate``: the exported ONNX models on held-out data, through the app's own runtime.
 
 Each face goes through the app's own per-face path, ``PoseEstimator.estimate_faces`` (cropped by
 ``app.core.crop``'s rule: box +30%, square; the network; in full mode the refiner and the pose of the
@@ -27,12 +27,8 @@ difference per angle after matching conventions, and the rotation difference): `
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -43,17 +39,14 @@ from app.core.crop import face_box_from_detection
 from app.core.detector import create_detector
 from app.core.estimator import PoseEstimator
 from app.core.landmark_pose import pose_from_landmarks
-from app.core.model_io import PRECISIONS, ModelError, ModelInfo
+from app.core.model_io import ModelInfo
 from app.core.refiner import OR_FILE, OcclusionAwareRegressor
 from app.core.tracking import iou_matrix
-from app.core.video import VideoError
 from trainer.augment import AugmentConfig, Augmentation, apply_augmentation, draw_augmentation
-from trainer.cli import report_error
 from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
 from trainer.landmark_layouts import layout_for
 from trainer.metrics import face_nme, normalisers, pose_mae, recall_at_precision
-from trainer.video_agreement import agreement, read_3ddfa_csv, run_pipeline
 
 log = logging.getLogger(__name__)
 OCCLUSION_SEED = 0
@@ -210,58 +203,3 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
     if detector is not None:
         detector.close()
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("models"), help="folder with the exported ONNX models")
-    parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH", help="dataset; repeat")
-    parser.add_argument("--mode", choices=("full", "pose"), default="full",
-                        help="full: pose, landmarks and visibility (mnn_full.onnx); pose: mnn_encoder.onnx")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N faces of each dataset")
-    parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (- for standard output)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32, int8 (mnn_*.int8.onnx) or auto (what the app would run on this CPU)")
-    parser.add_argument("--crop", choices=CROPS, default="dataset",
-                        help="dataset: each face's landmark box (the paper's protocol; the detector where a "
-                             "dataset has none); detector: the app's detector box for every face")
-    parser.add_argument("--video", type=Path, default=None,
-                        help="a video to compare per frame with --reference (e.g. videos/side_large_pose.mp4)")
-    parser.add_argument("--reference", type=Path, default=None,
-                        help="3DDFA_V2's per-frame CSV for --video (trainer.video_agreement)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if (args.video is None) != (args.reference is None):
-        return report_error(ValueError("--video and --reference go together"))
-    try:
-        with PoseEstimator(args.model, precision=args.precision) as estimator:
-            results = {"model": str(args.model), "provider": estimator.provider,
-                       "precision": estimator.precision(args.mode),
-                       "datasets": [evaluate_dataset(estimator, spec, args.mode, args.limit, crop=args.crop)
-                                    for spec in args.data]}
-        if args.video is not None:
-            reference = read_3ddfa_csv(args.reference)
-            if not args.video.is_file():
-                raise ValueError(f"{args.video}: no such file")
-            ours, ran = run_pipeline(args.video, args.model, args.mode, precision=args.precision)
-            results["video_agreement"] = {"video": str(args.video), "reference": str(args.reference), **ran,
-                                          **agreement(ours, reference)}
-    except (ModelError, ValueError, FileNotFoundError, VideoError) as exc:
-        return report_error(exc)
-    text = json.dumps(results, indent=2)
-    if args.json in ("-", "/dev/stdout"):
-        print(text)
-    else:
-        if args.json:
-            Path(args.json).write_text(text + "\n")
-        for entry in results["datasets"]:
-            print(json.dumps(entry))
-            print(f"{entry['data']} ({entry['mode']}) pose MAE by {band_line(entry['mae_by_yaw_band'])}")
-        if "video_agreement" in results:
-            print(json.dumps(results["video_agreement"]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m trainer.export``: write ``mnn_encoder.onnx`` and ``mnn_full.onnx`` from a checkpoint.
+"""``python -m trainer export``: write ``mnn_encoder.onnx`` and ``mnn_full.onnx`` from a checkpoint.
 
 Both follow ``app.core.model_io``: angles leave the graph in degrees, landmarks in crop pixels
 (heatmap peak refined by the probability-weighted mean of its 3×3 neighbourhood), visibility as a
@@ -8,10 +8,8 @@ in the metadata.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -21,9 +19,6 @@ import torch
 from torch import nn
 
 from app.core import model_io
-from app.core.exit_codes import ExitCode
-from trainer.checkpoint import load_model
-from trainer.cli import report_error
 from trainer.mean_face import build_mean_face
 from trainer.mnn import MNN, heatmap_softmax
 
@@ -115,29 +110,3 @@ def export_random_models(out_dir: Path, input_size: int = 64, landmarks: int = 6
     """Export a freshly initialised network (for tests of the runtime before a trained model exists)."""
     torch.manual_seed(seed)
     return export_models(MNN(input_size, landmarks), build_mean_face(), out_dir)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.export", description=__doc__)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="a checkpoint written by trainer.train (best.pt or checkpoint.pt)")
-    source.add_argument("--random-init", action="store_true", help="export a freshly initialised network")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (e.g. models/)")
-    parser.add_argument("--input-size", type=int, default=64, help="with --random-init")
-    parser.add_argument("--landmarks", type=int, default=68, help="with --random-init")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.random_init:
-        paths = export_random_models(args.out, args.input_size, args.landmarks)
-    else:
-        if not args.checkpoint.is_file():
-            return report_error(ValueError(f"checkpoint {args.checkpoint} does not exist"))
-        model, mean_face = load_model(args.checkpoint)
-        paths = export_models(model, mean_face, args.out)
-    for path in paths:
-        print(path)
-    return ExitCode.OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -74,24 +74,3 @@ def label_agreement(spec: str, limit: int | None = None) -> dict[str, object]:
         rows = posed if "dataset" in (a, b) else np.ones(len(posed), bool)
         result[f"{a}_vs_{b}"] = pose_mae(arrays[a][rows], arrays[b][rows])
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m trainer.pose_labels",
-                                     description="How close PnP labels from landmarks come to a dataset's pose labels.")
-    parser.add_argument("--data", required=True, metavar="KIND:PATH",
-                        help="data with landmarks and pose, e.g. aflw2000:…")
-    parser.add_argument("--agreement", action="store_true",
-                        help="compare PnP, the dataset's pose and the dense 3D fit (3DDFA_V2 regressor refined to the "
-                             "landmarks); training faces and data with pose only, never helen_test")
-    parser.add_argument("--limit", type=int, default=None, help="--agreement over the first N faces only")
-    args = parser.parse_args(argv)
-    print(json.dumps(label_agreement(args.data, args.limit) if args.agreement else label_errors(args.data)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Contact sheet of augmented training crops, to look at what the network is trained on.
 
-``python -m trainer.preview --data 300w:../shared/data/300w/afw --out sheet.png [--size 128] [--count 32]
+``python -m trainer preview --data 300w:../shared/data/300w/afw --out sheet.png [--size 128] [--count 32]
 [--seed 0]`` draws ``count`` faces at random from the datasets, augments each with ``make_crop`` and
 lays the crops out in a grid. Annotated landmarks inside the crop are drawn green when visible and
 red when occluded; the pose label is drawn as the head's axes (x magenta, y yellow, z cyan) from where
@@ -11,11 +11,9 @@ axes that do not follow the face show at a glance.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,7 +21,6 @@ import numpy as np
 from app.core.crop import from_normalised
 from app.core.pose import axes_endpoints
 from trainer.augment import AugmentConfig, TrainingCrop, make_crop
-from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
 from trainer.landmark_layouts import LAYOUTS
 from trainer.mean_face import build_mean_face
@@ -104,30 +101,3 @@ def build_sheet(datasets: Sequence[Sequence[FaceSample]], size: int, count: int,
 
 def _point(xy: Sequence[float]) -> tuple[int, int]:
     return int(round(float(xy[0]))), int(round(float(xy[1])))
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m trainer.preview", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH",
-                        help="a dataset to draw faces from (repeatable), e.g. 300w:../shared/data/300w/afw")
-    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    parser.add_argument("--size", type=int, default=128, help="crop side in pixels")
-    parser.add_argument("--count", type=int, default=32, help="number of crops")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draws and the augmentation")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.size < 16 or args.count < 1:
-        parser.error("--size must be at least 16 and --count at least 1")
-    try:
-        datasets = [open_dataset(spec) for spec in args.data]
-    except ValueError as error:
-        parser.error(str(error))
-    sheet = build_sheet(datasets, args.size, args.count, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        raise SystemExit(f"could not write {args.out}")
-    print(f"wrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]})")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""``python -m trainer.quantize``: INT8 variants of the ONNX models for the CPU, and whether the app runs them.
+"""``python -m trainer quantize``: INT8 variants of the ONNX models for the CPU, and whether the app runs them.
 
 Each of ``mnn_encoder.onnx`` (pose mode) and ``mnn_full.onnx`` (full mode) is statically quantised
 with ONNX Runtime (``quant_pre_process``, then ``quantize_static`` calibrated on crops of up to
@@ -26,11 +26,9 @@ choices: ``models/TRAINING_HISTORY.md``, "INT8 quantisation".
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -49,7 +47,6 @@ from app.core.crop import crop_faces
 from app.core.estimator import PoseEstimator, Refiner
 from app.core.model_io import MODES, ModelError, ModelInfo
 from app.core.precision import cpu_identity
-from trainer.cli import report_error
 from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
 from trainer.evaluate import refiner_beside, truth_pose
@@ -295,33 +292,3 @@ def quantize_all(models_dir: Path, specs: Sequence[str], out_dir: Path, calibrat
                         "cpu": cpu_identity(), "use": "reference only; the app measures the machine in use"}
     (out_dir / model_io.PRECISION_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.quantize", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("models"), help="folder with the fp32 ONNX models")
-    parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH",
-                        help="the training data, in training's order; repeat")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="where the INT8 models and precision.json go (default: --model)")
-    parser.add_argument("--calibration-faces", type=int, default=CALIBRATION_FACES,
-                        help="training faces to calibrate on")
-    parser.add_argument("--seed", type=int, default=0, help="seed drawing the calibration faces")
-    parser.add_argument("--split-seed", type=int, default=SPLIT_SEED, help="the seed training split with")
-    parser.add_argument("--runs", type=int, default=50, help="timed runs per model after the warm-up")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.calibration_faces < 1 or args.runs < 1:
-        return report_error(ValueError("--calibration-faces and --runs must be at least 1"))
-    try:
-        record = quantize_all(args.model, args.data, args.out or args.model, args.calibration_faces, args.seed,
-                              args.runs, args.split_seed)
-    except (ModelError, ValueError, FileNotFoundError) as exc:
-        return report_error(exc)
-    print(json.dumps(record, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

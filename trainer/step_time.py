@@ -1,10 +1,7 @@
-"""``python -m trainer.step_time``: seconds per phase-2 training step (forward, four losses, backward, Adam);
+"""``python -m trainer step-time``: seconds per phase-2 training step (forward, four losses, backward, Adam);
 ``--encoder-only`` times the step of an encoder-only epoch (pose losses, the decoder not run)."""
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 
 import numpy as np
@@ -12,7 +9,7 @@ import torch
 
 from trainer.losses import LossWeights, heatmap_sigma
 from trainer.mean_face import build_mean_face
-from trainer.mnn import MNN, POSE_HEADS
+from trainer.mnn import MNN
 from trainer.train import compute_losses, weighted_total
 
 
@@ -48,21 +45,3 @@ def time_steps(input_size: int, batch_size: int, steps: int, device: torch.devic
     step_s = float(np.median(times))
     return {"input_size": input_size, "batch_size": batch_size, "device": str(device), "threads": torch.get_num_threads(),
             "pose_head": pose_head, "encoder_only": encoder_only, "step_s": round(step_s, 4), "per_image_s": round(step_s / batch_size, 4)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.step_time", description=__doc__)
-    parser.add_argument("--input-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--cpu", action="store_true")
-    parser.add_argument("--encoder-only", action="store_true", help="a step of an encoder-only epoch (no decoder)")
-    parser.add_argument("--pose-head", choices=POSE_HEADS, default="rot6d")
-    args = parser.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
-    print(json.dumps(time_steps(args.input_size, args.batch_size, args.steps, device, args.encoder_only, args.pose_head)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

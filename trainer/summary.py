@@ -1,9 +1,6 @@
-"""``python -m trainer.summary``: parameter and multiply-accumulate counts of MNN and its encoder."""
+"""``python -m trainer summary``: parameter and multiply-accumulate counts of MNN and its encoder."""
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 
 import torch
 from torch import nn
@@ -46,22 +43,3 @@ def summarise(input_size: int, landmarks: int) -> dict[str, int]:
         "macs_full": count_macs(model, input_size, encoder_only=False),
         "macs_encoder": count_macs(model, input_size, encoder_only=True),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.summary", description=__doc__)
-    parser.add_argument("--input-size", type=int, default=256)
-    parser.add_argument("--landmarks", type=int, default=68)
-    parser.add_argument("--json", action="store_true", help="print JSON only")
-    args = parser.parse_args(argv)
-    result = summarise(args.input_size, args.landmarks)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>15}: {value:,}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

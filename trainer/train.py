@@ -1,4 +1,4 @@
-"""``python -m trainer.train``: two-phase MNN training (landmarks first, then all four losses).
+"""``python -m trainer train``: two-phase MNN training (landmarks first, then all four losses).
 
 Phase 1 minimises the heatmap loss alone; phase 2 all four losses of eq. 5, with a fresh Adam
 (lr 1e-3) halved whenever the validation loss has not improved for 15 epochs; ``--anneal-epochs N``
@@ -31,14 +31,12 @@ weight its checkpoint recorded unless told otherwise (older checkpoints: PnP lab
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,16 +48,18 @@ from app.core.model_io import normalise_crops
 from trainer.augment import AugmentConfig, make_crop
 from trainer.checkpoint import (LEGACY, compact_optimizer_state, expand_optimizer_state, load_checkpoint,
                                 model_config, model_from_state, model_state, save_checkpoint)
-from trainer.cli import report_error
 from trainer.datasets.registry import FaceDataset, open_dataset
 from trainer.distill import landmark_pose_targets
-from trainer.fit_labels import CACHE_FILE, LABELS, label_items
+from trainer.fit_labels import CACHE_FILE, label_items
 from trainer.head_init import to_rot6d_head
 from trainer.losses import (LossWeights, heatmap_sigma, loss_heatmap, loss_pose, loss_pose_proj, loss_pose_rotation,
                             loss_visibility)
 from trainer.mean_face import build_mean_face
-from trainer.mnn import MNN, POSE_HEADS, MNNOutput
+from trainer.mnn import MNN, MNNOutput
 from trainer.validation import pose_report, split_synthetic
+
+if TYPE_CHECKING:
+    import argparse
 
 log = logging.getLogger(__name__)
 TASKS = ("pose", "pose_proj", "heatmap", "visibility", "distill")
@@ -420,70 +420,3 @@ def train(args: argparse.Namespace) -> Path:
         write_log(history, out / "log.csv")
         plot_history(history, out / "losses.png")
     return ckpt_path
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", action="append", required=True, metavar="KIND:PATH", help="training data; repeat")
-    parser.add_argument("--out", required=True, type=Path, help="run folder (checkpoint.pt, best.pt, log.csv, losses.png)")
-    parser.add_argument("--input-size", type=int, default=128)
-    parser.add_argument("--pretrain-epochs", type=int, default=30, help="phase 1: heatmaps only")
-    parser.add_argument("--epochs", type=int, default=120, help="phase 2: all four losses")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--anneal-epochs", type=int, default=0,
-                        help="phase-2 epochs at the end whose rate falls along a cosine to --lr-floor "
-                             "(0: plateau halving only)")
-    parser.add_argument("--lr-floor", type=float, default=1e-5, help="the rate at the end of --anneal-epochs")
-    parser.add_argument("--anneal-from", type=float, default=None,
-                        help="the rate the cosine of --anneal-epochs starts from (default: the plateau rate)")
-    parser.add_argument("--loss-weights", type=float, nargs=4, default=list(asdict(LossWeights()).values()),
-                        metavar=("POSE", "POSE_PROJ", "HEATMAP", "VISIBILITY"), help="α of eq. 5")
-    parser.add_argument("--synthetic", action="append", metavar="KIND:PATH",
-                        help="generated faces added to training only (e.g. aflw2000:runs/profiled); repeat")
-    parser.add_argument("--synthetic-ratio", type=float, default=1.0,
-                        help="synthetic faces drawn per original training face each epoch")
-    parser.add_argument("--synthetic-translation", type=float, default=AugmentConfig.translation,
-                        help="crop translation half-range for synthetic faces, fraction of the crop side "
-                             "(default: the paper's %(default)s, as for the originals)")
-    parser.add_argument("--synthetic-scale", type=float, default=AugmentConfig.scale,
-                        help="crop scale half-range for synthetic faces (default: the paper's %(default)s)")
-    parser.add_argument("--limit", type=int, default=None, help="use only this many faces (after the seeded shuffle)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    parser.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
-                        help="start a new run in OUT from another run's checkpoint: its weights (pose head converted "
-                             "to --pose-head), mean face, input size, seed and limit (so its split), epoch count and "
-                             "log; a fresh optimiser at --lr "
-                             "(ignored when --resume finds OUT/checkpoint.pt)")
-    parser.add_argument("--pose-labels", choices=LABELS, default=None,
-                        help="300W photographs labelled by their 3D fit (Pose_Para's convention) or by PnP with the "
-                             "mean face (new runs: fit; resumed: as recorded, PnP for older checkpoints)")
-    parser.add_argument("--pose-head", choices=POSE_HEADS, default=None,
-                        help="fc_pose as a 6D rotation with a geodesic loss, or the paper's Euler angles "
-                             "(new runs: rot6d; resumed: as recorded, an Euler head is converted when rot6d is asked)")
-    parser.add_argument("--encoder-only-epochs", type=int, default=None, metavar="N",
-                        help="phase 2 in blocks of N epochs without the decoder, each followed by one full epoch "
-                             "(new runs: 0, every epoch full; resumed: as recorded)")
-    parser.add_argument("--distill-weight", type=float, default=None,
-                        help="weight of fc_pose's loss against the PnP pose of the network's own landmarks "
-                             "(new runs: 0; resumed: as recorded)")
-    parser.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        path = train(args)
-    except (ValueError, FileNotFoundError) as exc:
-        return report_error(exc)
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,7 +22,7 @@ ENLARGE = 1.3
 DETECTOR_BOX_FIT = (-0.0044, 0.0466, 0.9736)
 """Where the training crops' landmark box sits relative to a BlazeFace box: centre offset (dx, dy) in
 detector-box widths and heights, and the ratio of sides. Medians over the 1,207 afw + helen_train
-faces, measured by ``python -m trainer.calibrate_detector`` (spread 2%, 4% and 7%, inside the
+faces, measured by ``python -m trainer calibrate-detector`` (spread 2%, 4% and 7%, inside the
 training augmentation's ±5% shift and ±15% scale)."""
 
 

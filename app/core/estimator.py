@@ -183,7 +183,7 @@ class PoseEstimator:
         fp32_path, int8_path = self.models_dir / filename, self.models_dir / model_io.int8_file(filename)
         if self.requested_precision == "int8":
             if not int8_path.is_file():
-                raise ModelError(f"{int8_path}: INT8 model not found (python -m trainer.quantize writes it)")
+                raise ModelError(f"{int8_path}: INT8 model not found (python -m trainer quantize writes it)")
             return OnnxModel(int8_path, variant, outputs, self.providers), "asked for"
         if self.requested_precision == "fp32":
             return OnnxModel(fp32_path, variant, outputs, self.providers), "asked for"

@@ -132,7 +132,7 @@ def read_accuracy(models_dir: Path, mode: str) -> Accuracy:
         version = record.get("format_version")
         if version != model_io.PRECISION_FORMAT:
             raise ValueError(f"format {version}, this runtime reads {model_io.PRECISION_FORMAT}; "
-                             "rerun python -m trainer.quantize")
+                             "rerun python -m trainer quantize")
         entry = record["modes"][mode]
         accurate, size, sha, loss = entry["int8_accurate"], entry["fp32_size"], entry["fp32_sha256"], entry["mae_loss"]
         if (not isinstance(accurate, bool) or not isinstance(size, int) or not isinstance(sha, str)

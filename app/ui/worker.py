@@ -31,7 +31,7 @@ from app.core.video import VideoError, VideoSource
 log = logging.getLogger(__name__)
 
 SOURCE_HINT = "Choose a camera from the Camera menu, open a file (Ctrl+O) or drop one here."
-MODELS_HINT = "Export models with `python -m trainer.export` and pass their folder with --models."
+MODELS_HINT = "Export models with `python -m trainer export` and pass their folder with --models."
 
 @dataclass
 class OverlayOptions:

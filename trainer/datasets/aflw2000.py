@@ -12,7 +12,7 @@ fixes it.
 
 Visibility. AFLW2000-3D and 300W-LP have no occlusion labels: annotated points are marked visible.
 A ``.mat`` may add ``visibility_68`` (68 values, non-zero = visible), as the synthetic turned faces of
-``python -m trainer.profile`` do to carry self-occlusion; the sample's visibility is then that.
+``python -m trainer profile`` do to carry self-occlusion; the sample's visibility is then that.
 """
 from __future__ import annotations
 

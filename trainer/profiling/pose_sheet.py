@@ -1,6 +1,6 @@
 """A contact sheet of dense-profiled faces at fixed poses, for looking at the renders.
 
-``python -m trainer.profiling.pose_sheet --data 300w:../shared/data/300w/afw --faces 3 --out sheet.png``
+``python -m trainer pose-sheet --data 300w:../shared/data/300w/afw --faces 3 --out sheet.png``
 renders each of ``--faces`` faces (spread over the dataset) at yaw 0, 45, 70 and 90° and at pitch ±30°
 (its own roll), beside its photograph, as ``trainer.profile --mesh dense`` does (from the photograph or its
 mirror image, whichever turns the shorter way), as training crops with landmarks (green visible, red hidden)
@@ -8,16 +8,12 @@ and pose axes (``trainer.preview.draw_crop``).
 """
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
-import cv2
 import numpy as np
 
 from app.core.crop import landmark_box
 from trainer.augment import make_crop
-from trainer.datasets.registry import open_dataset
 from trainer.datasets.sample import FaceSample
 from trainer.mean_face import build_mean_face
 from trainer.preview import contact_sheet, draw_crop
@@ -50,20 +46,3 @@ def pose_sheet(samples: Sequence[FaceSample], poses: Sequence[tuple[float, float
             render = profiler.render(yaw, pitch)
             tiles.append(draw_crop(make_crop(render_sample(render, sample.name), size, mean_face)))
     return contact_sheet(tiles, columns=len(poses) + 1)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m trainer.profiling.pose_sheet", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, metavar="KIND:PATH", help="training faces, e.g. 300w:…/afw")
-    parser.add_argument("--faces", type=int, default=3, help="faces (rows), spread over the dataset")
-    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
-    args = parser.parse_args(argv)
-    dataset = open_dataset(args.data)
-    picks = np.unique(np.linspace(0, len(dataset) - 1, max(args.faces, 1)).round().astype(int))
-    sheet = pose_sheet([dataset[int(k)] for k in picks])
-    cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    print(f"wrote {args.out} ({len(picks)} faces × {len(SHEET_POSES)} poses)")
-
-
-if __name__ == "__main__":
-    main()
