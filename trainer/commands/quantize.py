@@ -1,4 +1,4 @@
-"""Write INT8 variants of the ONNX models and record whether the app should run them."""
+"""Write INT8 variants of the ONNX models and record whether they are accurate enough for the app to run."""
 from __future__ import annotations
 
 import argparse
