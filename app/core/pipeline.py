@@ -171,7 +171,6 @@ class FacePipeline:
             self._restart_filters = False
         if restart:
             self._smoother.reset()
-        info = self._estimator.info(mode)
         timings: dict[str, float] = {}
 
         start = time.perf_counter()
@@ -179,9 +178,8 @@ class FacePipeline:
         ids = self._tracker.update(detections)
         timings["detect"] = ms_since(start)
 
-        refiner = self._full_mode_refiner(info) if mode == "full" else None
-        face_boxes = face_boxes_of(detections)
-        estimates = self._estimator.estimate_faces(frame_bgr, face_boxes, mode, refiner, timings)
+        refiner = self._refiner_for(mode)
+        estimates = self._estimator.estimate_faces(frame_bgr, face_boxes_of(detections), mode, refiner, timings)
         faces = self._faces(detections, ids, estimates, time_s, smooth, timings)
         return FrameResult(index=index, time_s=time_s, faces=faces, timings_ms=timings, mode=mode,
                            refiner=None if refiner is None else _label(refiner), precision=self.precision(mode))
@@ -192,10 +190,11 @@ class FacePipeline:
         and smoothing (default: the current mode, with its refiner)."""
         check_frame(frame_bgr)
         mode = mode or self.mode
-        info = self._estimator.info(mode)
-        refiner = self._full_mode_refiner(info) if mode == "full" else None
-        face_boxes = face_boxes_of(detector_boxes)
-        return self._estimator.estimate_faces(frame_bgr, face_boxes, mode, refiner)
+        return self._estimator.estimate_faces(frame_bgr, face_boxes_of(detector_boxes), mode, self._refiner_for(mode))
+
+    def _refiner_for(self, mode: str) -> Refiner | None:
+        """The landmark refiner ``mode`` runs with: the full mode's (``_full_mode_refiner``), none in pose mode."""
+        return self._full_mode_refiner(self._estimator.info(mode)) if mode == "full" else None
 
     def _faces(self, detections: np.ndarray, ids: list[int], estimates: list[FaceEstimate], time_s: float,
                smooth: bool, timings: dict[str, float]) -> tuple[FaceResult, ...]:
