@@ -20,6 +20,7 @@ def viewer_parser() -> argparse.ArgumentParser:
     """The viewer's arguments."""
     from app.core.estimator import DEFAULT_MODELS_DIR
     from app.core.model_io import MODES
+    from app.core.providers import CHOICES
 
     parser = argparse.ArgumentParser(
         prog="run_app.py", description="Real-time head pose viewer. Use 'run_app.py process --help' for headless runs.")
@@ -31,6 +32,9 @@ def viewer_parser() -> argparse.ArgumentParser:
                         help="folder with mnn_encoder.onnx / mnn_full.onnx (default: %(default)s)")
     parser.add_argument("--smooth", action="store_true",
                         help="One Euro smoothing of each face over time (default: off)")
+    parser.add_argument("--provider", choices=list(CHOICES), default="auto",
+                        help="ONNX Runtime execution provider: auto (TensorRT, then CUDA, then the CPU, the first "
+                             "that runs here), cpu, cuda or tensorrt (default: %(default)s)")
     return parser
 
 

@@ -1,6 +1,7 @@
 """PoseEstimator: lazy cached sessions per mode, one batched run for all faces, clear ModelErrors."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -12,9 +13,10 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from app.core.estimator import PREFERRED_PROVIDERS, PoseEstimator, choose_providers
+from app.core.estimator import DEFAULT_MODELS_DIR, PREFERRED_PROVIDERS, PoseEstimator, choose_providers
 from app.core.model_io import ENCODER_FILE, FULL_FILE, ModelError
-from tests.conftest import ROOT, require_shared
+from app.core.refiner import OcclusionAwareRegressor
+from tests.conftest import ROOT, read_frames, require_shared
 from tests.model_fixtures import INPUT_SIZE, LANDMARKS, random_models  # noqa: F401  (fixture)
 
 
@@ -63,8 +65,8 @@ def drop_heatmaps(model: onnx.ModelProto) -> None:
     model.graph.output.extend(outputs)
 
 
-def crops(n: int) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (n, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+def crops(n: int, size: int = INPUT_SIZE) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
 def test_providers_are_chosen_best_first_from_those_available_and_end_with_cpu():
@@ -164,3 +166,50 @@ def test_estimate_faces_of_no_boxes_is_no_faces_with_crop_and_infer_timed(random
     with PoseEstimator(random_models) as estimator:
         faces = estimator.estimate_faces(np.zeros((120, 160, 3), np.uint8), np.zeros((0, 4)), "full", timings=timings)
     assert faces == [] and set(timings) == {"crop", "infer"}
+
+
+def _same_faces(batched, alone) -> list[str]:
+    """Names of the fields (``face k: field``) where two lists of ``FaceEstimate`` differ at all (NaN equal to NaN)."""
+    differ = []
+    assert len(batched) == len(alone)
+    for k, (a, b) in enumerate(zip(batched, alone)):
+        for field in dataclasses.fields(a):
+            x, y = getattr(a, field.name), getattr(b, field.name)
+            same = (x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y, equal_nan=True))
+            if not same:
+                differ.append(f"face {k}: {field.name}")
+    return differ
+
+
+@pytest.mark.parametrize("mode", ["pose", "full"])
+def test_faces_of_several_frames_in_one_run_equal_those_of_one_frame_at_a_time(mode: str):
+    frames = [read_frames("d18.mp4", 1)[0], read_frames("s20.mp4", 1)[0], read_frames("d3.mp4", 1)[0]]
+    boxes = [np.array([[200.0, 80.0, 420.0, 330.0], [40.0, 60.0, 160.0, 190.0]]), np.zeros((0, 4)),
+             np.array([[120.5, 90.25, 300.0, 280.0]])]
+    refiner = OcclusionAwareRegressor.load(DEFAULT_MODELS_DIR / "or.npz") if mode == "full" else None
+    with PoseEstimator(DEFAULT_MODELS_DIR, precision="fp32") as estimator:
+        model = estimator.model(mode)
+        counter = CountingSession(model.session)
+        model.session = counter
+        batched = estimator.estimate_faces_batch(frames, boxes, mode, refiner)
+        alone = [estimator.estimate_faces(frame, frame_boxes, mode, refiner)
+                 for frame, frame_boxes in zip(frames, boxes)]
+    assert counter.calls == [3, 2, 1]
+    assert [len(faces) for faces in batched] == [2, 0, 1]
+    for frame_batched, frame_alone in zip(batched, alone):
+        assert _same_faces(frame_batched, frame_alone) == []
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("mode", ["pose", "full"])
+def test_each_shipped_model_takes_any_batch_and_gives_each_crop_its_batch_of_one_outputs(mode: str, precision: str):
+    with PoseEstimator(DEFAULT_MODELS_DIR, precision=precision) as estimator:
+        model = estimator.model(mode)
+        assert model.max_batch is None and model.session.get_inputs()[0].shape[0] == "batch"
+        batch = crops(3, estimator.info(mode).input_size)
+        together = estimator.estimate(batch, mode)
+        alone = [estimator.estimate(batch[i:i + 1], mode) for i in range(3)]
+    for name in ("pose", "pose_proj", "landmarks", "visibility"):
+        if getattr(together, name) is not None:
+            np.testing.assert_allclose(getattr(together, name), np.concatenate([getattr(a, name) for a in alone]),
+                                       rtol=1e-5, atol=1e-5, err_msg=name)

@@ -1,10 +1,12 @@
 """Overlay: axes in the right colours and directions, landmark colours by visibility, a copy returned, nothing
-about the run drawn, no ``-0``."""
+about the run drawn, no ``-0``; a face judged not to be one drawn grey."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
-from app.core.overlay import BLUE, GREEN, RED, draw_overlay, draw_timed
+from app.core.overlay import BLUE, GREEN, INVALID_COLOUR, RED, draw_overlay, draw_timed
 from app.core.results import FaceResult, FrameResult
 from app.core.pose import axes_endpoints
 
@@ -97,3 +99,16 @@ def test_draw_timed_draws_what_draw_overlay_draws_and_adds_the_overlay_stage_tim
     assert np.array_equal(image, draw_overlay(frame, result, show_axes=False))
     assert list(timed.timings_ms) == [*result.timings_ms, "overlay"] and timed.timings_ms["overlay"] >= 0.0
     assert timed.faces == result.faces and "overlay" not in result.timings_ms
+
+
+def test_an_invalid_face_is_drawn_all_grey_and_a_valid_one_in_colour():
+    points = np.array([[150.0, 150.0], [250.0, 250.0]])
+    valid = face(landmarks=points, visibility=np.array([0.9, 0.1]))
+    invalid = dataclasses.replace(valid, valid=False, quality=0.01)
+    images = [draw_overlay(np.zeros((SIZE, SIZE, 3), np.uint8), frame_with(f, mode="full")) for f in (valid, invalid)]
+    drawn = {tuple(int(v) for v in px) for px in images[1].reshape(-1, 3)}
+    assert drawn <= {(0, 0, 0)} | {(v, v, v) for v in range(256)}  # greys only: box, label, axes, landmarks
+    assert colour_at(images[1], points[0]) == colour_at(images[1], points[1]) == INVALID_COLOUR
+    assert colour_at(images[1], CENTRE + [60, 0]) == INVALID_COLOUR  # the x axis
+    assert colour_at(images[1], [200, 100]) == INVALID_COLOUR  # the box's top edge
+    assert colour_at(images[0], points[0]) == GREEN and colour_at(images[0], CENTRE + [60, 0]) == RED

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from app.core import crop
+from app.core.detector import create_detector
 from app.core.estimator import DEFAULT_MODELS_DIR
 from app.core.pipeline import FacePipeline, FrameLoop, face_boxes_of
 from app.core.video import VideoSource
@@ -46,19 +47,26 @@ def test_crop_maps_back_onto_its_square():
 
 
 @pytest.mark.parametrize("mode", ["pose", "full"])
-def test_estimate_returns_the_faces_the_pipeline_reports_for_the_same_boxes(random_models, d18_frames, mode):
-    with FacePipeline(random_models, mode=mode) as pipeline:
-        reported = [pipeline.process(frame, i, i / 30).faces for i, frame in enumerate(d18_frames)]
-    with FacePipeline(random_models, mode=mode) as pipeline:
-        estimated = [pipeline.estimate(frame, np.array([f.box for f in faces]))
-                     for frame, faces in zip(d18_frames, reported)]
+def test_estimate_returns_the_faces_the_pipeline_reports_for_the_detections_of_a_first_frame(random_models,
+                                                                                              d18_frames, mode):
+    detector = create_detector("blazeface")
+    try:
+        detections = [detector.detect(frame) for frame in d18_frames]
+    finally:
+        detector.close()
+    reported, estimated = [], []
+    for frame, found in zip(d18_frames, detections):
+        with FacePipeline(random_models, mode=mode) as pipeline:
+            reported.append(pipeline.process(frame).faces)
+        with FacePipeline(random_models, mode=mode) as pipeline:
+            estimated.append(pipeline.estimate(frame, found))
     assert [len(f) for f in estimated] == [len(f) for f in reported] == [1, 1, 1]
     for faces, estimates in zip(reported, estimated):
         for face, estimate in zip(faces, estimates):
             np.testing.assert_array_equal([face.yaw, face.pitch, face.roll], estimate.angles)
             np.testing.assert_array_equal(face.centre, estimate.centre)
             assert face.scale == estimate.scale
-            np.testing.assert_array_equal(estimate.box, crop.face_box_from_detection(face.box))
+            np.testing.assert_array_equal(face.box, estimate.box)
             if mode == "full":
                 np.testing.assert_array_equal(face.landmarks, estimate.landmarks)
                 np.testing.assert_array_equal(face.visibility, estimate.visibility)
@@ -88,7 +96,7 @@ def test_a_face_shifted_in_the_frame_moves_its_centre_by_the_same_pixels(shipped
     (after,) = shipped_pipeline.estimate(shifted, (box + [dx, dy, dx, dy])[None])
     np.testing.assert_allclose(after.centre - before.centre, [dx, dy], atol=0.05)
     assert after.scale == pytest.approx(before.scale, rel=1e-3)
-    square = crop.crop_square(crop.face_box_from_detection(box))
+    square = before.square
     assert square[0] < before.centre[0] < square[2] and square[1] < before.centre[1] < square[3]
 
 
@@ -139,7 +147,7 @@ def test_full_mode_gives_each_face_an_id_a_pose_and_landmarks_in_frame_pixels(ra
     assert all(len(r.faces) == 1 for r in results)
     assert len({r.faces[0].face_id for r in results}) == 1
     face = results[0].faces[0]
-    square = crop.crop_square(crop.face_box_from_detection(face.box))
+    square = crop.crop_square(face.box)
     assert face.landmarks.shape == (LANDMARKS, 2) and face.visibility.shape == (LANDMARKS,)
     assert np.all(face.landmarks >= square[:2] - 5) and np.all(face.landmarks <= square[2:] + 5)
     assert face.centre.shape == (2,) and np.isfinite([face.yaw, face.pitch, face.roll, *face.centre]).all()
@@ -202,3 +210,23 @@ def test_frame_loop_hands_frames_before_the_start_index_to_on_skipped(random_mod
         FrameLoop(source, pipeline, max_frames=5).run(lambda f, r: processed.append(r.index),
                                                        lambda i, t, f: skipped.append(i), start_index=3)
     assert skipped == [0, 1, 2] and processed == [3, 4]
+
+
+def test_a_tracked_face_is_cropped_where_the_previous_frames_landmarks_put_it(d18_frames):
+    with FacePipeline(DEFAULT_MODELS_DIR, mode="full", precision="fp32") as pipeline:
+        first, second = (pipeline.process(frame, i, i / 30).faces for i, frame in enumerate(d18_frames[:2]))
+    assert len(first) == len(second) == 1 and first[0].face_id == second[0].face_id
+    np.testing.assert_allclose(second[0].box, crop.landmark_box(first[0].landmarks))
+
+
+def test_a_face_shrunk_to_a_quarter_in_a_wide_frame_is_found_and_framed_like_the_full_size_one(d18_frames):
+    frame = d18_frames[0]
+    canvas = np.full((720, 1280, 3), 114, np.uint8)
+    canvas[300:420, 900:1020] = cv2.resize(frame, (120, 120), interpolation=cv2.INTER_AREA)
+    with FacePipeline(DEFAULT_MODELS_DIR, mode="full", precision="fp32") as pipeline:
+        (big,) = pipeline.process(frame).faces
+        pipeline.reset_tracks()
+        (small,) = pipeline.process(canvas).faces
+    expected = crop.landmark_box(big.landmarks) * 0.25 + np.r_[900, 300, 900, 300] - 0.375
+    assert np.abs(small.box - expected).max() < 0.15 * (expected[2] - expected[0])
+    assert np.abs([small.yaw - big.yaw, small.pitch - big.pitch, small.roll - big.roll]).max() < 5

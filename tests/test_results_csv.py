@@ -1,14 +1,17 @@
-"""The results CSV: fixed-point numbers without ``-0``, rows read back as the faces written, readable errors."""
+"""The results CSV: fixed-point numbers without ``-0``, rows read back as the faces written, readable errors; the
+``quality`` and ``valid`` columns, and CSVs written before them."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app.core.exit_codes import UsageError
 from app.core.results import FaceResult, FrameResult
-from app.core.results_csv import CsvLog, csv_columns, frame_rows, read_results
+from app.core.results_csv import CsvLog, csv_columns, frame_rows, read_results, resume_from_csv
 
 LANDMARKS = 3
 
@@ -71,3 +74,51 @@ def test_reading_a_row_that_is_not_a_number_names_the_file_and_line(tmp_path: Pa
         writer.writerow(["1", "0.0333", "1", "1", "0.9", "0", "0", "9", "9", "left", "0", "0", "0", "0", "1"])
     with pytest.raises(ValueError, match=r"bad\.csv: line 3"):
         read_results(path)
+
+
+@pytest.mark.parametrize("mode", ["pose", "full"])
+def test_quality_and_valid_are_written_after_the_pose_and_read_back(tmp_path: Path, mode: str):
+    path = tmp_path / "run.csv"
+    judged = dataclasses.replace(_face(1, mode == "full"), quality=0.03125, valid=False)
+    unscored = _face(2, mode == "full")  # no quality scorer in use: quality NaN, valid
+    log = CsvLog(path, csv_columns(mode, LANDMARKS), LANDMARKS, append=False)
+    log.write(FrameResult(0, 0.0, (judged, unscored), {}, mode))
+    log.close()
+
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    assert list(rows[0])[15:17] == ["quality", "valid"]
+    assert (rows[0]["quality"], rows[0]["valid"]) == ("0.0312", "0")
+    assert (rows[1]["quality"], rows[1]["valid"]) == ("", "1")
+    first, second = read_results(path)[0].faces
+    assert first.quality == pytest.approx(0.0312) and first.valid is False
+    assert np.isnan(second.quality) and second.valid is True
+
+
+def test_a_csv_written_before_the_quality_columns_still_reads_back_as_valid_faces(tmp_path: Path):
+    path = tmp_path / "old.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(csv_columns("pose", 0, quality=False))
+        writer.writerow(["0", "0.0000", "1", "1", "0.9", "0", "0", "9", "9", "5", "0", "0", "4", "4", "1"])
+    (face,) = read_results(path)[0].faces
+    assert face.yaw == 5.0 and face.valid is True and np.isnan(face.quality)
+
+
+def test_resuming_a_csv_written_before_the_quality_columns_is_refused_and_left_alone(tmp_path: Path):
+    path = tmp_path / "old.csv"
+    text = ",".join(csv_columns("pose", 0, quality=False)) + "\n0,0.0000,0" + "," * 12 + "\n"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UsageError, match=r"old\.csv: written before the quality and valid columns"):
+        resume_from_csv(path, csv_columns("pose", 0), "pose", complete=False, keep_faces=False)
+    assert path.read_text(encoding="utf-8") == text
+
+
+def test_resume_counts_the_invalid_faces_already_written(tmp_path: Path):
+    path = tmp_path / "run.csv"
+    log = CsvLog(path, csv_columns("pose", 0), 0, append=False)
+    log.write(FrameResult(0, 0.0, (dataclasses.replace(_face(1, False), quality=0.01, valid=False),
+                                   dataclasses.replace(_face(2, False), quality=0.9)), {}, "pose"))
+    log.write(FrameResult(1, 0.0333, (), {}, "pose"))
+    log.close()
+    state = resume_from_csv(path, csv_columns("pose", 0), "pose", complete=True, keep_faces=False)
+    assert (state.faces, state.invalid_faces) == (2, 1)

@@ -22,12 +22,14 @@ def box_relations(specs: list[str], detector_name: str = "blazeface") -> np.ndar
     """Rows ``(dx, dy, side ratio)`` per face whose nearest detection lies within half a face of its landmark box."""
     detector = create_detector(detector_name)
     rows = []
+    detect = getattr(detector, "detect_raw", detector.detect)  # the boxes as the model draws them
     try:
         for spec in specs:
             dataset = open_dataset(spec)
             for i in tqdm(range(len(dataset)), desc=spec, unit="face"):
                 sample = dataset[i]
-                found = detector.detect(cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
+                frame = cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR)
+                found = detect(frame)
                 if len(found) == 0:
                     continue
                 box = np.asarray(sample.box, dtype=np.float64)

@@ -11,9 +11,14 @@ in full mode refine the landmarks and fit the pose to them, map everything back 
 pipeline, evaluation, quantisation and the detector calibration all go through it (as insightface's
 ``model_zoo`` models' ``get(img, face)`` crop, infer and un-warp in one call).
 
-Providers: TensorRT, then CUDA, where ONNX Runtime offers them, then CPU; ``choose_providers`` is the
-one place that decides, and one log line says which provider a session really uses. ONNX Runtime's
-own console messages are silenced (severity 3: errors only reach us as exceptions).
+``estimate_faces_batch`` runs the faces of several frames in one ``run`` call, each frame's faces
+as ``estimate_faces`` would give them: on a GPU, where one call of many crops costs about what one
+of a few does, a caller that holds several frames (``process``) keeps it busy that way.
+
+Providers: TensorRT, then CUDA, where they can run here, then CPU (``app.core.providers`` probes
+each quietly, so a machine without CUDA prints none of ONNX Runtime's load errors); one log line
+says which provider a session really uses and why not a better one. ONNX Runtime's own console
+messages are silenced (severity 3: errors only reach us as exceptions).
 
 Precision: ``auto`` (the default) runs fp32 on TensorRT or CUDA. On the CPU it runs a mode's INT8
 variant (``mnn_*.int8.onnx``) where ``precision.json`` (written by ``trainer.quantize``, still naming
@@ -25,6 +30,8 @@ One log line per mode says which precision it runs and why.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import threading
@@ -36,19 +43,20 @@ from typing import Callable, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from app.core import crop, model_io
+from app.core import crop, model_io, providers as execution
 from app.core.landmark_pose import with_landmark_pose
 from app.core.model_io import MODES, ModelError, ModelInfo, check_mode
-from app.core.precision import PRECISION_ENV, SpeedCheck, check_speed, decide, read_accuracy
+from app.core.precision import PRECISION_ENV, SpeedCheck, cache_path, check_speed, decide, read_accuracy
 from app.core.results import EstimatorOutput, FaceEstimate
+from app.core import quality
 
 log = logging.getLogger(__name__)
 
 ORT_SEVERITY_ERROR = 3
 ort.set_default_logger_severity(ORT_SEVERITY_ERROR)
 
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-"""Execution providers in order of preference; those ONNX Runtime lacks are skipped."""
+PREFERRED_PROVIDERS = execution.ORDER
+"""Execution providers in order of preference; those that cannot run here are skipped."""
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 """``models/`` at the project root, where ``trainer.export`` puts the models by default."""
@@ -75,21 +83,43 @@ def ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
-    """The providers to ask ONNX Runtime for, best first, always ending with CPU.
+def provider_choice(requested: Sequence[str] | str | None = None) -> execution.Choice:
+    """The providers to ask ONNX Runtime for, best first, always ending with CPU, and why (``providers.Choice``).
 
-    ``requested`` narrows the choice (e.g. ``["CPUExecutionProvider"]`` for a CPU-only run); a
-    requested provider this ONNX Runtime build lacks is skipped with a warning.
+    ``requested``: None for the best that can run here; a ``--provider`` choice (``auto``, ``cpu``, ``cuda``,
+    ``tensorrt``; an accelerator named that cannot run is a ``providers.ProviderError``); or provider names,
+    which narrow the choice (a name this ONNX Runtime build lacks is skipped with a warning).
     """
-    available = ort.get_available_providers()
-    wanted = list(PREFERRED_PROVIDERS if requested is None else requested)
-    missing = [p for p in wanted if p not in available]
-    if requested is not None and missing:
-        _announce_once(logging.WARNING, f"ONNX Runtime lacks {', '.join(missing)}; skipping it")
-    chosen = [p for p in wanted if p in available]
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return chosen
+    if requested is None:
+        return execution.usable(PREFERRED_PROVIDERS)
+    if isinstance(requested, str):
+        return execution.choose(requested)
+    wanted = list(requested)
+    unknown = [p for p in wanted if p not in ort.get_available_providers()]
+    if unknown:
+        _announce_once(logging.WARNING, f"ONNX Runtime lacks {', '.join(unknown)}; skipping it")
+    return execution.usable([p for p in wanted if p not in unknown])
+
+
+def choose_providers(requested: Sequence[str] | str | None = None) -> list[str]:
+    """``provider_choice(requested).providers`` as a list."""
+    return list(provider_choice(requested).providers)
+
+
+def _input_size(path: Path) -> int:
+    """The square input size of the model at ``path`` (its metadata), read through a bare CPU session; TensorRT
+    needs it before its own session opens, to build one engine for every batch size."""
+    options = ort.SessionOptions()
+    options.log_severity_level = ORT_SEVERITY_ERROR
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), options, providers=[execution.CPU])
+        return ModelInfo.from_metadata(path, session.get_modelmeta().custom_metadata_map).input_size
+    except ModelError:
+        raise
+    except Exception as exc:  # ONNX Runtime raises several exception types for unreadable files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a loadable ONNX model ({first_line})") from None
 
 
 class OnnxModel:
@@ -106,8 +136,16 @@ class OnnxModel:
         # Idle ONNX Runtime threads would otherwise spin after each run, taking the cores from the
         # detector and the regressor that run between inferences in the same frame.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        asked: list = list(providers)
+        if asked and asked[0] == execution.TENSORRT:
+            asked[0] = (execution.TENSORRT, execution.provider_options(
+                execution.TENSORRT, cache_path().parent / "tensorrt", _input_size(self.path)))
+        # ONNX Runtime prints an "EP Error" banner (a Python print) when an accelerator fails to start and it
+        # falls back; ``PoseEstimator.model`` logs the fallback as one line instead.
+        quiet = contextlib.redirect_stdout(io.StringIO()) if asked[:1] != [execution.CPU] else contextlib.nullcontext()
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
+            with quiet:
+                self.session = ort.InferenceSession(str(self.path), options, providers=asked)
         except Exception as exc:  # ONNX Runtime raises several exception types for unreadable files
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first_line})") from None
@@ -126,6 +164,8 @@ class OnnxModel:
         batch = inputs[0].shape[0]
         self.max_batch: int | None = batch if isinstance(batch, int) and batch > 0 else None
         self.provider = self.session.get_providers()[0]
+        if self.provider == execution.TENSORRT:
+            self.max_batch = min(self.max_batch or execution.TENSORRT_MAX_BATCH, execution.TENSORRT_MAX_BATCH)
 
     @property
     def precision(self) -> str:
@@ -146,17 +186,21 @@ class PoseEstimator:
 
     ``precision``: ``auto`` (INT8 on the CPU where ``precision.json`` judged it accurate enough and a speed
     check found it fast enough on this CPU; ``app.core.precision``), ``fp32`` or ``int8``. ``auto`` yields to
-    ``$MNN_PRECISION`` (``fp32`` or ``int8``) where that is set.
+    ``$MNN_PRECISION`` (``fp32`` or ``int8``) where that is set. ``providers``: see ``provider_choice``; a
+    ``--provider`` choice of ``cuda`` or ``tensorrt`` that cannot run is a ``providers.ProviderError``, here
+    or when a session falls back to the CPU.
     """
 
-    def __init__(self, models_dir: Path | str = DEFAULT_MODELS_DIR, providers: Sequence[str] | None = None,
+    def __init__(self, models_dir: Path | str = DEFAULT_MODELS_DIR, providers: Sequence[str] | str | None = None,
                  precision: str = "auto") -> None:
         if precision == "auto":
             precision = os.environ.get(PRECISION_ENV) or "auto"
         if precision not in model_io.PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(model_io.PRECISIONS)}")
         self.models_dir = Path(models_dir)
-        self.providers = choose_providers(providers)
+        self._choice = provider_choice(providers)
+        self.providers = list(self._choice.providers)
+        self._strict = isinstance(providers, str) and providers in ("cuda", "tensorrt")
         self.requested_precision = precision
         self._models: dict[str, OnnxModel] = {}
         self._why: dict[str, str] = {}
@@ -169,9 +213,16 @@ class PoseEstimator:
         with self._lock:
             if mode not in self._models:
                 model, why = self._open(mode)
-                fallback = model.provider == "CPUExecutionProvider" and self.providers[0] != model.provider
-                note = f" ({self.providers[0]} did not start)" if fallback else ""
-                _announce_once(logging.INFO, f"ONNX Runtime uses {model.provider}{note}")
+                if self._strict and model.provider != self.providers[0]:
+                    raise execution.ProviderError(f"{self.providers[0]} did not start for {model.path.name} "
+                                                  f"(ONNX Runtime fell back to {model.provider})")
+                if model.provider == self.providers[0]:
+                    note = self._choice.note
+                elif model.provider == execution.CPU:
+                    note = f"{self.providers[0]} did not start"
+                else:
+                    note = ""
+                _announce_once(logging.INFO, execution.describe(model.provider, note))
                 _announce_once(logging.INFO, f"{mode} mode runs {model.path.name} ({model.precision}: {why})")
                 self._models[mode] = model
                 self._why[mode] = why
@@ -248,12 +299,26 @@ class PoseEstimator:
         milliseconds: ``crop`` (cropping, normalising and mapping the results back to the frame),
         ``infer`` (the ONNX Runtime run alone) and, in full mode with faces, ``refine`` (refiner and fit).
         """
+        return self.estimate_faces_batch([frame_bgr], [face_boxes], mode, refiner, timings)[0]
+
+    def estimate_faces_batch(self, frames_bgr: Sequence[np.ndarray], boxes_per_frame: Sequence[np.ndarray], mode: str,
+                             refiner: Refiner | None = None,
+                             timings: dict[str, float] | None = None) -> list[list[FaceEstimate]]:
+        """``estimate_faces`` for several frames at once: the faces of all ``frames_bgr`` (``boxes_per_frame[k]``
+        ``(N_k, 4)`` for frame ``k``) go through the network, the refiner and the pose fit as one batch, and
+        come back as one list per frame, the faces of each as ``estimate_faces`` gives them. ``timings`` gets
+        the stages of the whole batch."""
+        if len(frames_bgr) != len(boxes_per_frame):
+            raise ValueError(f"{len(frames_bgr)} frames but {len(boxes_per_frame)} box arrays")
         info = self.info(mode)
         size = info.input_size
         stages: dict[str, float] = {}
         start = time.perf_counter()
-        boxes = np.asarray(face_boxes, dtype=np.float64).reshape(-1, 4)
-        crops, transforms = crop.crop_faces(frame_bgr, boxes, size)
+        boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in boxes_per_frame]
+        cropped = [crop.crop_faces(frame, frame_boxes, size) for frame, frame_boxes in zip(frames_bgr, boxes)]
+        crops = (np.concatenate([c for c, _ in cropped]) if cropped
+                 else np.zeros((0, size, size, 3), np.uint8))
+        transforms = [t for _, frame_transforms in cropped for t in frame_transforms]
         batch = model_io.to_input(crops, info)
         stages["crop"] = ms_since(start)
 
@@ -267,7 +332,13 @@ class PoseEstimator:
             stages["refine"] = ms_since(start)
 
         start = time.perf_counter()
-        faces = [self._face(boxes[i, :4], transforms[i], network, final, i, size) for i in range(len(boxes))]
+        scores = quality.score(self.models_dir, mode, network, final, info)
+        faces: list[list[FaceEstimate]] = []
+        first = 0
+        for frame_boxes in boxes:
+            faces.append([self._face(frame_boxes[k, :4], transforms[first + k], network, final, first + k, size,
+                                     scores) for k in range(len(frame_boxes))])
+            first += len(frame_boxes)
         stages["crop"] += ms_since(start)
         if timings is not None:
             timings.update(stages)
@@ -275,8 +346,9 @@ class PoseEstimator:
 
     @staticmethod
     def _face(box: np.ndarray, transform: np.ndarray, network: EstimatorOutput, final: EstimatorOutput,
-              i: int, size: int) -> FaceEstimate:
-        """Face ``i`` of a batch mapped back to the frame through its crop's ``transform``."""
+              i: int, size: int, scores: tuple[np.ndarray, np.ndarray]) -> FaceEstimate:
+        """Face ``i`` of a batch mapped back to the frame through its crop's ``transform``, with its quality and
+        validity from ``scores`` (``quality.score``)."""
         centre, scale = crop.translation_to_frame(final.pose[i, 3:6], transform, size)
         return FaceEstimate(
             box=np.array(box, dtype=np.float64), square=crop.crop_square(box),
@@ -285,7 +357,8 @@ class PoseEstimator:
             visibility=None if final.visibility is None else final.visibility[i].astype(np.float64),
             network_angles=network.pose[i, :3].astype(np.float64),
             network_landmarks=(None if network.landmarks is None
-                               else crop.unwarp_points(network.landmarks[i], transform)))
+                               else crop.unwarp_points(network.landmarks[i], transform)),
+            quality=float(scores[0][i]), valid=bool(scores[1][i]))
 
     def run(self, batch: np.ndarray, mode: str) -> EstimatorOutput:
         """Outputs for an already normalised ``(N, 3, S, S)`` batch (``model_io.to_input``)."""

@@ -18,6 +18,11 @@ class ExitCode(enum.IntEnum):
     """A model file missing or invalid (``model_io.ModelError``)."""
     OUTPUT = 5
     """An output file that cannot be written."""
+    PROVIDER = 6
+    """An execution provider asked for by name (``--provider cuda`` or ``tensorrt``) that cannot run here
+    (``providers.ProviderError``)."""
+    WORKER = 7
+    """A worker process (``process --workers``, a Ray task) that died and was not replaced in time."""
     INTERRUPTED = 130
     """Ctrl-C or SIGTERM."""
 

@@ -1,11 +1,28 @@
 """Per-frame head-pose processing and the Qt-free frame loop that the viewer and the headless command share.
 
-``FacePipeline.process`` turns one BGR frame into a ``FrameResult``: detect every face, give it a
-stable id, map each detector box to the face box it stands for, and hand the boxes to
-``PoseEstimator.estimate_faces`` (crop, one batched run, refine, pose, back to frame pixels); then
-smooth, when asked, the frame-relative values. ``FrameLoop`` pulls frames from a ``VideoSource``
-through a pipeline until the source ends or someone requests a stop, and keeps the latest frame and
-result for whoever wants to look (the viewer's display timer).
+``FacePipeline.process`` turns one BGR frame into a ``FrameResult``: find the faces (the tracker's
+faces and the detector's, ``app.core.tracking.FaceTracker``), hand their face boxes to
+``PoseEstimator.estimate_faces`` (crop, one batched run, refine, pose, back to frame pixels), then
+smooth, when asked, the frame-relative values.
+
+Framing from the face (``app.core.framing``), full mode: a face whose landmark box disagrees with the box
+it was cropped from is cropped again from its landmark box (one more run, for those faces only), and in
+video each face's next crop is carried from this frame's landmark box, as face trackers do; a new face
+starts from the face box its detector box stands for (``crop.face_box_from_detection``). Pose mode crops
+every face from this frame's detection: the encoder's pose follows the crop more than the face.
+
+The detector runs every frame. The quick pass (BlazeFace short range) confirms the faces it found
+before and finds new near faces; the whole detector (``blazeface``: short range and tiled full range,
+merged) runs on the first frame, every ``FaceTracker.full_every`` frames (10: a new far face is found
+within a third of a second at 30 fps), while a face is lost (not found, or its crop framed no face; its id
+waits ``max_missed`` frames), where the quick pass misses a face it found before, and in pose mode
+whenever a face is one the quick pass does not find. ``FaceResult.box`` is the face box the reported pose
+was cropped from (landmark-style, the crop rule's input); ``score`` the confidence of the face's latest
+detection (this frame's where it was detected, else the one that found or last confirmed it).
+
+``FrameLoop`` pulls frames from a ``VideoSource`` through a pipeline until the source ends or someone
+requests a stop, and keeps the latest frame and result for whoever wants to look (the viewer's display
+timer).
 
 Stages timed in ``FrameResult.timings_ms``: ``decode`` (added by ``FrameLoop``), ``detect``
 (detector and tracker), ``crop`` (warp and normalisation, and mapping the outputs back to the frame),
@@ -29,14 +46,14 @@ from typing import Callable
 
 import numpy as np
 
-from app.core import crop
-from app.core.detector import MIN_SCORE, create_detector
+from app.core import crop, framing
+from app.core.detector import MIN_SCORE, create_detector, merge
 from app.core.estimator import DEFAULT_MODELS_DIR, PoseEstimator, Refiner, ms_since
 from app.core.model_io import ModelInfo, check_mode
 from app.core.refiner import OR_FILE, OcclusionAwareRegressor
 from app.core.results import FaceEstimate, FaceResult, FrameResult
 from app.core.smoothing import FaceSmoother
-from app.core.tracking import IouTracker
+from app.core.tracking import Assignment, FaceTracker
 from app.core.video import VideoSource
 
 AUTO_REFINER = "auto"
@@ -79,7 +96,7 @@ class FacePipeline:
         self._settings_lock = threading.Lock()
         self._estimator = PoseEstimator(models_dir, providers, precision=precision)
         self._detector = create_detector(detector, min_score)
-        self._tracker = IouTracker()
+        self._tracker = FaceTracker()
         self._smoother = FaceSmoother()
         self._refiner_lock = threading.Lock()
         self._refiner_file: Path | None = None
@@ -125,13 +142,13 @@ class FacePipeline:
         return self._estimator.precision(mode or self.mode)
 
     @property
-    def tracker(self) -> IouTracker:
+    def tracker(self) -> FaceTracker:
         """The face tracker (a resumed run seeds it with the ids it already wrote)."""
         return self._tracker
 
     def reset_tracks(self) -> None:
         """Forget every face (a new video starts): ids start again at 1 and the filters afresh."""
-        self._tracker = IouTracker()
+        self._tracker = FaceTracker()
         self._smoother.reset()
 
     def load(self, mode: str | None = None) -> ModelInfo:
@@ -174,23 +191,71 @@ class FacePipeline:
         timings: dict[str, float] = {}
 
         start = time.perf_counter()
-        detections = self._detector.detect(frame_bgr)
-        ids = self._tracker.update(detections)
+        assigned = self._assign(frame_bgr, carry=framing.reframes(mode))
         timings["detect"] = ms_since(start)
 
         refiner = self._refiner_for(mode)
-        estimates = self._estimator.estimate_faces(frame_bgr, face_boxes_of(detections), mode, refiner, timings)
-        faces = self._faces(detections, ids, estimates, time_s, smooth, timings)
+        boxes = np.array([a.box for a in assigned]).reshape(-1, 4)
+        estimates, boxes, derived = self._framed(frame_bgr, boxes, mode, refiner, timings)
+        keep = self._tracker.carry([a.face_id for a in assigned], derived)
+        report = [i for i, a in enumerate(assigned) if keep[i] and (a.detected or derived[i] is not None)]
+        detections = np.array([[*boxes[i], assigned[i].score] for i in report]).reshape(-1, 5)
+        faces = self._faces(detections, [assigned[i].face_id for i in report], [estimates[i] for i in report],
+                            time_s, smooth, timings)
         return FrameResult(index=index, time_s=time_s, faces=faces, timings_ms=timings, mode=mode,
                            refiner=None if refiner is None else _label(refiner), precision=self.precision(mode))
 
+    def _assign(self, frame_bgr: np.ndarray, carry: bool) -> list[Assignment]:
+        """This frame's faces from the tracker, after the detector pass it needs: the quick pass where the
+        detector has one and the tracker does not need the whole detector, else (or where the quick pass
+        misses a face it found before) the whole detector. ``carry``: faces are cropped from their carried
+        boxes (full mode), else from this frame's detections (pose mode)."""
+        quick = getattr(self._detector, "detect_quick", None)
+        far = getattr(self._detector, "detect_far", None)
+        if quick is None or far is None:
+            return self._tracker.assign(self._detector.detect(frame_bgr), full=True, carry=carry)
+        near = quick(frame_bgr)
+        if not self._tracker.needs_full_pass(carry) and not self._tracker.quick_missed(near):
+            return self._tracker.assign(near, full=False, quick=True, carry=carry)
+        detections = merge(near, far(frame_bgr))
+        from_near = np.array([any(np.array_equal(row, other) for other in near) for row in detections], bool)
+        return self._tracker.assign(detections, full=True, quick=from_near, carry=carry)
+
+    def _framed(self, frame_bgr: np.ndarray, boxes: np.ndarray, mode: str, refiner: Refiner | None,
+                timings: dict[str, float] | None = None
+                ) -> tuple[list[FaceEstimate], np.ndarray, list[np.ndarray | None]]:
+        """The faces in face boxes ``(N, 4)``, in full mode those whose face-derived box disagrees with theirs
+        cropped again from it (``framing.needs_reframe``); with the boxes finally cropped and each face's
+        face-derived box (None where the crop framed no face, ``framing.is_framed``, or the face is not
+        ``valid``). ``timings`` sums both runs' stages."""
+        mean_face = self._estimator.info(mode).mean_face
+        boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        estimates = self._estimator.estimate_faces(frame_bgr, boxes, mode, refiner, timings)
+        derived = [framing.face_box(e, mean_face) for e in estimates]
+        reframe = framing.reframes(mode)
+        again = [i for i in range(len(boxes)) if reframe and framing.needs_reframe(boxes[i], derived[i])]
+        if again:
+            stages: dict[str, float] = {}
+            redone = self._estimator.estimate_faces(frame_bgr, np.stack([derived[i] for i in again]), mode,
+                                                    refiner, stages)
+            for i, estimate in zip(again, redone):
+                boxes[i], estimates[i] = derived[i], estimate
+                derived[i] = framing.face_box(estimate, mean_face)
+            if timings is not None:
+                for key, value in stages.items():
+                    timings[key] = timings.get(key, 0.0) + value
+        framed = [d if e.valid and framing.is_framed(b, d) else None
+                  for e, b, d in zip(estimates, boxes, derived)]
+        return estimates, boxes, framed
+
     def estimate(self, frame_bgr: np.ndarray, detector_boxes: np.ndarray,
                  mode: str | None = None) -> list[FaceEstimate]:
-        """The faces in detector boxes ``(N, 4)`` of one BGR frame, as ``process`` finds them before tracking
-        and smoothing (default: the current mode, with its refiner)."""
+        """The faces in detector boxes ``(N, 4)`` of one BGR frame, as ``process`` finds faces the detector found
+        (re-framed where the network's output disagrees with the box), before tracking and smoothing
+        (default: the current mode, with its refiner)."""
         check_frame(frame_bgr)
         mode = mode or self.mode
-        return self._estimator.estimate_faces(frame_bgr, face_boxes_of(detector_boxes), mode, self._refiner_for(mode))
+        return self._framed(frame_bgr, face_boxes_of(detector_boxes), mode, self._refiner_for(mode))[0]
 
     def _refiner_for(self, mode: str) -> Refiner | None:
         """The landmark refiner ``mode`` runs with: the full mode's (``_full_mode_refiner``), none in pose mode."""
@@ -213,7 +278,7 @@ class FacePipeline:
                 face_id=face_id, box=values["box"], score=float(detections[i, 4]),
                 yaw=float(angles[0]), pitch=float(angles[1]), roll=float(angles[2]),
                 centre=values["centre"], scale=float(values["scale"][0]), landmarks=values["landmarks"],
-                visibility=estimate.visibility))
+                visibility=estimate.visibility, quality=estimate.quality, valid=estimate.valid))
         if smooth:
             self._smoother.forget(self._tracker.live_ids)
             timings["smooth"] = ms_since(start)

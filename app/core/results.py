@@ -6,6 +6,7 @@ loading ONNX Runtime or MediaPipe. ``ModelInfo``, what a model's metadata says, 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,16 +56,23 @@ class FaceEstimate:
     """``(3,)`` degrees: the network's ``fc_pose`` (equal to ``angles`` in pose-only mode)."""
     network_landmarks: np.ndarray | None
     """``(L, 2)`` frame pixels: the network's heatmap peaks, before the refiner; full mode only."""
+    quality: float = math.nan
+    """0–1, how face-like and well framed the crop is (``app.core.quality``); NaN without ``quality.json``."""
+    valid: bool = True
+    """Whether ``quality`` clears the threshold fitted with it: False for a crop judged not to be a face."""
 
 
 @dataclass(frozen=True)
 class FaceResult:
-    """One face in one frame: its tracked id, detector box and score, pose, and (full mode) landmarks."""
+    """One face in one frame: its tracked id, the box it was cropped from, detector score, pose, and (full mode)
+    landmarks."""
 
     face_id: int
     box: np.ndarray
-    """``(4,)`` x1, y1, x2, y2 in frame pixels (the detector's box)."""
+    """``(4,)`` x1, y1, x2, y2 in frame pixels: the face box the pose was cropped from (landmark-style,
+    ``tracking.py``)."""
     score: float
+    """Confidence of the face's latest detection, 0-1 (a carried face keeps its last detection's)."""
     yaw: float
     pitch: float
     roll: float
@@ -77,6 +85,10 @@ class FaceResult:
     """``(L, 2)`` frame pixels, full mode only."""
     visibility: np.ndarray | None
     """``(L,)`` probability that each landmark is visible, full mode only."""
+    quality: float = math.nan
+    """``FaceEstimate.quality``: 0–1, NaN where no quality scorer is in use."""
+    valid: bool = True
+    """``FaceEstimate.valid``: False for a detection judged not to be a face (drawn grey)."""
 
 
 @dataclass(frozen=True)

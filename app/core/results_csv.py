@@ -1,7 +1,9 @@
 """The per-frame results CSV of ``run_app.py process``: its columns, writing a frame's rows, reading them back.
 
-One row per frame per face, and one row with ``detected=0`` for a frame without a face; full mode
-appends x, y and visibility per landmark (``csv_columns``). Numbers are fixed-point text that never
+One row per frame per face, and one row with ``detected=0`` for a frame without a face; ``quality`` and
+``valid`` follow the pose (``app.core.quality``), and full mode appends x, y and visibility per landmark
+(``csv_columns``). CSVs written before ``quality`` and ``valid`` existed still read back (as valid faces
+of unknown quality); resuming one is refused. Numbers are fixed-point text that never
 reads ``-0`` (``pose.format_angle``), so two runs of one input give the same bytes. ``CsvLog`` writes
 and flushes a frame's rows at once; ``read_results`` reads a CSV back as ``FrameResult`` frames
 (``trainer.video_agreement`` compares them with another tracker's angles; ``read_rows`` is its reader
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence, TextIO
@@ -29,11 +32,15 @@ BASE_COLUMNS = ("frame", "time_s", "detected", "face_id", "score", "x1", "y1", "
 """Columns of every CSV; full mode appends ``lm{i}_x``, ``lm{i}_y``, ``lm{i}_vis`` per landmark ``i``.
 Every position is in frame pixels: the box, the landmarks and the face centre ``cx, cy``; ``scale`` is in
 frame pixels per mean-face unit (``crop.translation_to_frame``)."""
+QUALITY_COLUMNS = ("quality", "valid")
+"""After ``BASE_COLUMNS``: ``quality`` 0–1 (empty where no scorer is in use) and ``valid`` (``1`` a face, ``0`` a
+detection judged not to be one; ``app.core.quality``)."""
 
 
-def csv_columns(mode: str, landmarks: int) -> list[str]:
-    """The CSV header for ``mode``; full mode adds x, y and visibility of each of ``landmarks`` landmarks."""
-    columns = list(BASE_COLUMNS)
+def csv_columns(mode: str, landmarks: int, quality: bool = True) -> list[str]:
+    """The CSV header for ``mode``; full mode adds x, y and visibility of each of ``landmarks`` landmarks.
+    ``quality=False`` gives the header of a CSV written before ``QUALITY_COLUMNS`` existed."""
+    columns = list(BASE_COLUMNS) + (list(QUALITY_COLUMNS) if quality else [])
     if mode == "full":
         for i in range(landmarks):
             columns += [f"lm{i}_x", f"lm{i}_y", f"lm{i}_vis"]
@@ -57,6 +64,7 @@ def frame_rows(result: FrameResult, landmarks: int) -> list[list[str]]:
         row += [_fixed(v, 2) for v in face.box]
         row += [format_angle(face.yaw, 4), format_angle(face.pitch, 4), format_angle(face.roll, 4)]
         row += [_fixed(face.centre[0], 2), _fixed(face.centre[1], 2), _fixed(face.scale, 3)]
+        row += [_fixed(face.quality, 4) if np.isfinite(face.quality) else "", "1" if face.valid else "0"]
         if result.mode == "full":
             visibility = face.visibility if face.visibility is not None else np.full(landmarks, np.nan)
             for (x, y), vis in zip(face.landmarks, visibility):
@@ -66,7 +74,7 @@ def frame_rows(result: FrameResult, landmarks: int) -> list[list[str]]:
 
 
 def face_from_row(row: dict[str, str], landmarks: int) -> FaceResult:
-    """A ``FaceResult`` read back from a CSV row with ``detected=1``."""
+    """A ``FaceResult`` read back from a CSV row with ``detected=1`` (valid, quality NaN in a CSV without them)."""
     has_landmarks = "lm0_x" in row
     points = np.array([[float(row[f"lm{i}_x"]), float(row[f"lm{i}_y"])] for i in range(landmarks)]) \
         if has_landmarks else None
@@ -75,7 +83,15 @@ def face_from_row(row: dict[str, str], landmarks: int) -> FaceResult:
         face_id=int(row["face_id"]), box=np.array([float(row[k]) for k in ("x1", "y1", "x2", "y2")]),
         score=float(row["score"]), yaw=float(row["yaw"]), pitch=float(row["pitch"]), roll=float(row["roll"]),
         centre=np.array([float(row["cx"]), float(row["cy"])]), scale=float(row["scale"]), landmarks=points,
-        visibility=visibility)
+        visibility=visibility, quality=float(row["quality"]) if row.get("quality") else math.nan,
+        valid=_valid(row.get("valid") or "1"))
+
+
+def _valid(text: str) -> bool:
+    """``valid``'s cell as a bool; ``ValueError`` for anything but ``1`` or ``0``."""
+    if text not in ("1", "0"):
+        raise ValueError(f"valid is {text!r}, not 1 or 0")
+    return text == "1"
 
 
 def _frames(rows: Iterable[dict[str, str]], mode: str, landmarks: int, name: str) -> dict[int, FrameResult]:
@@ -122,7 +138,7 @@ def read_results(path: Path) -> list[FrameResult]:
     mode and landmark count come from the header. ``ValueError`` naming the file for anything else."""
     header, rows = read_rows(path, BASE_COLUMNS)
     mode, landmarks = _layout(header)
-    if header != csv_columns(mode, landmarks):
+    if header not in (csv_columns(mode, landmarks), csv_columns(mode, landmarks, quality=False)):
         raise ValueError(f"{path}: not a results CSV of run_app.py process (its columns are not "
                          f"those of a {mode}-mode run)")
     return list(_frames(rows, mode, landmarks, str(path)).values())
@@ -171,6 +187,7 @@ class ResumeState:
     """Whether the CSV holds its header (and the rows kept), so that this run appends to it."""
     frames: int = 0
     faces: int = 0
+    invalid_faces: int = 0
     face_ids: set[int] = field(default_factory=set)
     last_boxes: list[np.ndarray] = field(default_factory=list)
     last_ids: list[int] = field(default_factory=list)
@@ -199,6 +216,9 @@ def resume_from_csv(path: Path, columns: list[str], mode: str, complete: bool, k
         log.warning("%s: its header is %s and it holds no rows: nothing to resume, starting afresh from "
                     "the first frame", path, "incomplete" if text else "empty")
         return ResumeState()
+    if lines[0].rstrip("\n") == ",".join(c for c in columns if c not in QUALITY_COLUMNS):
+        raise UsageError(f"{path}: written before the quality and valid columns existed; run with --overwrite "
+                         "to start again")
     if lines[0].rstrip("\n") != ",".join(columns):
         raise UsageError(f"{path}: its columns are not those of a {mode}-mode run with this model; "
                          "run with --overwrite to start again")
@@ -217,6 +237,7 @@ def resume_from_csv(path: Path, columns: list[str], mode: str, complete: bool, k
     for index, frame in frames.items():
         state.frames += 1
         state.faces += len(frame.faces)
+        state.invalid_faces += sum(1 for f in frame.faces if not f.valid)
         state.face_ids.update(f.face_id for f in frame.faces)
         if keep_faces:
             state.redraw[index] = frame

@@ -81,12 +81,14 @@ class MainWindow(QMainWindow):
     """Video with overlays, the toggles, source choice, recording, snapshots and a status bar."""
 
     def __init__(self, models_dir: Path, mode: str = "pose", smooth: bool = False, realtime: bool = True,
-                 parent: QWidget | None = None) -> None:
-        """``realtime`` plays files at their own frame rate (off: as fast as they compute)."""
+                 provider: str = "auto", parent: QWidget | None = None) -> None:
+        """``realtime`` plays files at their own frame rate (off: as fast as they compute); ``provider`` is
+        the execution provider asked for (``providers.CHOICES``)."""
         super().__init__(parent)
         check_mode(mode)
         self.models_dir = Path(models_dir)
         self.realtime = realtime
+        self.provider_choice = provider
         self.overlay = OverlayOptions()
         self.worker: FrameWorker | None = None
         self.source: int | Path | None = None
@@ -209,7 +211,7 @@ class MainWindow(QMainWindow):
         self.camera_menu.active = source if isinstance(source, int) else None
         self.setWindowTitle(f"MNN head pose — {describe_source(source)}")
         worker = FrameWorker(source, self.models_dir, mode=self._mode, smooth=self._smooth, overlay=self.overlay,
-                             realtime=self.realtime, parent=self)
+                             realtime=self.realtime, provider=self.provider_choice, parent=self)
         worker.opened.connect(self._on_opened)
         worker.frame_ready.connect(self._on_frame)
         worker.failed.connect(self._on_failed)
@@ -454,13 +456,15 @@ class MainWindow(QMainWindow):
 
 
 def run_viewer(args: Any) -> int:
-    """Show the viewer for ``args`` (``source``, ``mode``, ``models``, ``smooth``) and run the event loop.
+    """Show the viewer for ``args`` (``source``, ``mode``, ``models``, ``smooth``, ``provider``) and run the
+    event loop.
 
     ``source`` ``None`` opens the window with nothing playing; ``"0"`` is camera 0; any other
     string is a file path. Returns the application's exit code.
     """
     app = ensure_application()
-    window = MainWindow(Path(args.models), mode=args.mode, smooth=bool(args.smooth))
+    window = MainWindow(Path(args.models), mode=args.mode, smooth=bool(args.smooth),
+                        provider=getattr(args, "provider", "auto"))
     window.show()
     if args.source is not None:
         window.open_source(args.source)

@@ -24,6 +24,7 @@ from app.core.model_io import ModelError, check_mode
 from app.core.frame_rate import FrameRate
 from app.core.overlay import draw_timed
 from app.core.pipeline import FacePipeline, FrameLoop
+from app.core.providers import ProviderError
 from app.core.recorder import RecorderError, VideoRecorder
 from app.core.results import FrameResult
 from app.core.video import VideoError, VideoSource
@@ -71,10 +72,12 @@ class FrameWorker(QThread):
     recording_failed = pyqtSignal(str)
 
     def __init__(self, source: int | Path, models_dir: Path, mode: str = "pose", smooth: bool = False,
-                 overlay: OverlayOptions | None = None, realtime: bool = True,
+                 overlay: OverlayOptions | None = None, realtime: bool = True, provider: str = "auto",
                  parent: QObject | None = None) -> None:
-        """``realtime`` paces a file at its own frame rate instead of as fast as it computes."""
+        """``realtime`` paces a file at its own frame rate instead of as fast as it computes; ``provider``
+        is a ``providers.CHOICES`` name."""
         super().__init__(parent)
+        self.provider_choice = provider
         self.source = source
         self.models_dir = Path(models_dir)
         self.overlay = overlay if overlay is not None else OverlayOptions()
@@ -179,7 +182,8 @@ class FrameWorker(QThread):
         """Open the models and the source, run the frame loop, report how it ended."""
         name = describe_source(self.source)
         try:
-            with FacePipeline(self.models_dir, mode=self._mode, smooth=self._smooth) as pipeline, \
+            with FacePipeline(self.models_dir, mode=self._mode, smooth=self._smooth,
+                              providers=self.provider_choice) as pipeline, \
                     VideoSource(self.source) as video:
                 with self._lock:
                     if self._abort.is_set():
@@ -204,6 +208,9 @@ class FrameWorker(QThread):
         except ModelError as error:
             log.warning("models unusable: %s", error)
             self.failed.emit(f"The models cannot be loaded:\n{error}\n\n{MODELS_HINT}")
+        except ProviderError as error:
+            log.warning("execution provider unusable: %s", error)
+            self.failed.emit(f"The models cannot run as asked:\n{error}")
         except VideoError as error:
             log.warning("source unusable: %s", error)
             self.failed.emit(f"{error}\n\n{SOURCE_HINT}")
