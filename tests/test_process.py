@@ -16,10 +16,11 @@ import cv2
 import numpy as np
 import pytest
 
-from app.core import process
+from app.core import process, providers
+from app.core.batch import INDEX_CSV
 from app.core.exit_codes import ExitCode
 from app.core.pipeline import FacePipeline
-from app.core.results_csv import BASE_COLUMNS
+from app.core.results_csv import BASE_COLUMNS, csv_columns
 from tests.conftest import ROOT, require_shared
 from tests.model_fixtures import LANDMARKS, random_models  # noqa: F401  (fixture)
 
@@ -119,7 +120,7 @@ def test_one_row_per_face_and_a_detected_0_row_for_a_frame_without_faces(mixed_v
     assert len({r["face_id"] for r in rows[5:]}) == 2
     assert rows[0]["time_s"] == "0.0000" and rows[1]["time_s"] == "0.1000"
     assert list(rows[0])[:15] == list(BASE_COLUMNS)
-    assert len(rows[0]) == 15 + 3 * LANDMARKS
+    assert list(rows[0]) == csv_columns("full", LANDMARKS)
     assert 0.0 <= float(rows[0]["lm0_vis"]) <= 1.0
     summary = json.loads((tmp_path / "mixed.summary.json").read_text())
     assert summary["processed"] == 7 and summary["faces"] == 7 and summary["complete"] is True
@@ -340,7 +341,7 @@ def test_a_folder_stands_for_its_videos_and_images_in_name_order(random_models, 
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO):
         assert run(folder, "--out", out, "--models", random_models, "--no-video") == 0
-    assert sorted(p.name for p in out.glob("*.csv")) == ["a.csv", "b.csv"]
+    assert sorted(p.name for p in out.glob("*.csv") if p.name != INDEX_CSV) == ["a.csv", "b.csv"]
     inputs = [json.loads((out / f"{n}.summary.json").read_text())["input"] for n in ("a", "b")]
     assert inputs == [str(folder / "a.png"), str(folder / "b.mp4")]
 
@@ -404,11 +405,21 @@ def test_help_shows_defaults_outputs_and_exit_codes():
     assert "(default: pose)" in shown and "(default: blazeface)" in shown and "(default: every frame)" in shown
     for name in process.OUTPUTS:
         assert name in shown
-    for code in ExitCode:
+    assert {ExitCode.OK, ExitCode.USAGE, ExitCode.INPUT, ExitCode.MODEL, ExitCode.OUTPUT, ExitCode.PROVIDER,
+            ExitCode.WORKER, ExitCode.INTERRUPTED} <= set(process.EXIT_MEANINGS)
+    for code in process.EXIT_MEANINGS:
         assert f"\n  {int(code):<4} " in shown
     viewer = subprocess.run([sys.executable, str(ROOT / "run_app.py"), "--help"], capture_output=True, text=True,
                             cwd=ROOT)
-    assert viewer.returncode == 0 and "(default: pose)" in viewer.stdout
+    assert viewer.returncode == 0 and "(default: pose)" in viewer.stdout and "--provider" in viewer.stdout
+
+
+@pytest.mark.skipif(providers.problem(providers.CUDA) is None, reason="CUDA can run on this machine")
+def test_process_asked_for_cuda_where_it_cannot_run_exits_6_with_one_line_and_writes_nothing(short_clip, tmp_path):
+    done = run_app(short_clip, "--out", tmp_path / "out", "--provider", "cuda", check_rc=ExitCode.PROVIDER)
+    assert error_lines(done.stderr) == [
+        f"error: --provider cuda: CUDA cannot run here ({providers.problem(providers.CUDA)})"]
+    assert not list((tmp_path / "out").glob("clip.*"))
 
 
 def test_each_video_gets_a_pose_plot_named_in_its_summary(random_models, short_clip, tmp_path):

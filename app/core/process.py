@@ -1,8 +1,9 @@
 """Headless processing of videos and images: ``python run_app.py process INPUT [INPUT …] --out DIR``.
 
-An input is a video, a still image (a one-frame input, told by its suffix: ``video.IMAGE_SUFFIXES``)
-or a folder, which stands for the videos and images directly inside it, in name order. For each
-input ``NAME`` it writes, into ``DIR`` (``OUTPUTS``):
+An input is a video, a still image (a one-frame input, told by its suffix: ``video.IMAGE_SUFFIXES``),
+a folder, which stands for the videos and images directly inside it, in name order, or a glob pattern;
+``--from-list FILE`` names more, one a line (``inputs.py``). For each input ``NAME`` it writes, into
+``DIR`` (``OUTPUTS``):
 
 - ``NAME.csv``: one row per frame per face, and one row with ``detected=0`` for a frame without a
   face (``results_csv.py``: the columns, writing, reading back, resume trimming). Each frame's rows
@@ -15,16 +16,22 @@ input ``NAME`` it writes, into ``DIR`` (``OUTPUTS``):
   landmark refiner (``"refiner": "or.npz"`` in full mode with the occlusion-aware regressor, else
   null), and whether the run was complete, interrupted or stopped by an output error.
 
+and once per run the batch index, ``process_batch.json`` and ``process_batch.csv`` (``BATCH_OUTPUTS``).
+``--workers N`` processes N videos at once on this machine, ``--ray ADDRESS`` on a Ray cluster, long videos
+split into frame ranges (``batch.py``, ``cluster.py``, ``frame_ranges.py``); one overall progress bar on a
+terminal, a line per finished video otherwise (``progress.py``).
+
 Outputs of an earlier run are never overwritten silently: ``--resume`` continues that run,
 ``--overwrite`` replaces it. ``--resume`` carries on from the CSV: the rows already written are
 kept (the last frame's rows are redone, since a stop may have cut that frame short) and processing
-starts at the first frame not kept. An MP4 cannot be appended to, and one cut short by a kill has
-no index, so the annotated video is always written afresh: frames before the resume point are
-decoded again and redrawn from their CSV rows, without running the network. Only frames after the
-resume point are timed in the summary's ``median_ms``.
+starts at the first frame not kept; a video whose summary says it is complete is left alone. An MP4
+cannot be appended to, and one cut short by a kill has no index, so the annotated video is always
+written afresh: frames before the resume point are decoded again and redrawn from their CSV rows,
+without running the network. Only frames after the resume point are timed in the summary's ``median_ms``.
 
 SIGTERM stops a run as Ctrl-C does. Exit codes: ``exit_codes.ExitCode``, worded for this command in
-``EXIT_MEANINGS`` (also in ``--help``); each error is one line on stderr naming the file.
+``EXIT_MEANINGS`` (also in ``--help``); each error is one line on stderr naming the file. A failing input
+never stops the others; the exit code is the first failing input's.
 """
 from __future__ import annotations
 
@@ -43,19 +50,22 @@ from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from app.core.detector import DETECTORS
 from app.core.estimator import DEFAULT_MODELS_DIR
 from app.core.exit_codes import ExitCode, OutputError, UsageError, cannot_write
+from app.core.batch import INDEX_CSV, INDEX_JSON, THREADS_PER_WORKER, plan_workers
 from app.core.frame_rate import FrameRate
+from app.core.frame_ranges import SPLIT_FRAMES
+from app.core.inputs import expand_inputs
 from app.core.model_io import MODES, ModelError
 from app.core.overlay import draw_overlay, draw_timed
 from app.core.pipeline import FacePipeline, FrameLoop
 from app.core.pose_plot import write_pose_plot
+from app.core.providers import CHOICES as PROVIDER_CHOICES, ProviderError
 from app.core.results import FrameResult
 from app.core.results_csv import CsvLog, ResumeState, csv_columns, resume_from_csv
-from app.core.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, is_image, open_source
+from app.core.video import is_image, open_source
 from app.core.video_writer import VideoWriteError, VideoWriter
 
 log = logging.getLogger(__name__)
@@ -70,6 +80,10 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OUTPUT: "an output file (or the output folder) that cannot be written, with the system's reason "
                      "(the other inputs are still processed; the summary is written where it can be; "
                      "--resume continues)",
+    ExitCode.PROVIDER: "--provider cuda or tensorrt where that provider cannot run here (no CUDA device, or its "
+                       "CUDA, cuDNN or TensorRT libraries missing)",
+    ExitCode.WORKER: "a worker process died while processing an input, or a Ray task failed after its retries "
+                     "(the other inputs are still processed; --resume continues it)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); the summary is written, --resume continues",
 }
 """What each exit code means. Where inputs fail for different reasons, the first failure's code is returned."""
@@ -82,6 +96,13 @@ OUTPUTS: dict[str, str] = {
     "NAME.summary.json": "counts, timings and settings of the run",
 }
 """The files written for each input ``NAME``."""
+
+BATCH_OUTPUTS: dict[str, str] = {
+    INDEX_JSON: "the batch: settings, counts by status, and every input with its status, frames, faces, "
+                "seconds, exit code and error",
+    INDEX_CSV: "the same, one row per input",
+}
+"""The files written once per run, beside the inputs' (``batch.py``)."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -137,11 +158,14 @@ class RunStats:
     faces: int = 0
     face_ids: set[int] = field(default_factory=set)
     timings: dict[str, list[float]] = field(default_factory=dict)
+    invalid_faces: int = 0
+    """Face rows judged not to be faces (``FaceResult.valid`` False, ``app.core.quality``)."""
 
     def add(self, result: FrameResult) -> None:
-        """Count ``result``'s frame and faces and keep its stage times."""
+        """Count ``result``'s frame, faces and invalid faces and keep its stage times."""
         self.frames += 1
         self.faces += len(result.faces)
+        self.invalid_faces += sum(1 for f in result.faces if not f.valid)
         self.face_ids.update(f.face_id for f in result.faces)
         for key, value in result.timings_ms.items():
             self.timings.setdefault(key, []).append(value)
@@ -166,6 +190,16 @@ class Options:
     models: Path = DEFAULT_MODELS_DIR
     max_frames: int | None = None
     detector: str = "blazeface"
+    workers: int | None = None
+    """Videos processed at once on this machine; None: ``batch.default_workers``."""
+    threads: int | None = None
+    """Cores each worker may use (its ONNX Runtime threads); None: the cores shared out among the workers."""
+    ray: str | None = None
+    """The address of a Ray cluster to run on (``cluster.py``), or None for this machine."""
+    split_frames: int = SPLIT_FRAMES
+    """With ``ray``: videos of more frames than this are split into frame ranges (``frame_ranges.py``)."""
+    provider: str = "auto"
+    """The execution provider asked for, a ``providers.CHOICES`` name."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -193,17 +227,23 @@ def _epilog() -> str:
                                         subsequent_indent=" " * (width + 3)) for key, meaning in items)
 
     outputs = table(list(OUTPUTS.items()), 20)
+    batch = table(list(BATCH_OUTPUTS.items()), 20)
     codes = table([(str(int(code)), meaning) for code, meaning in EXIT_MEANINGS.items()], 4)
-    return f"outputs, for each input NAME, in DIR:\n{outputs}\n\nexit codes:\n{codes}"
+    return (f"outputs, for each input NAME, in DIR:\n{outputs}\nand once per run:\n{batch}\n\n"
+            f"exit codes (where inputs fail for different reasons, the first one's):\n{codes}")
 
 
 def build_parser(prog: str = "run_app.py process") -> argparse.ArgumentParser:
     """The ``process`` command's arguments."""
     parser = _Parser(prog=prog, description="Estimate head pose in videos and images without a window.",
                      epilog=_epilog(), formatter_class=_HelpFormatter)
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                        help="video or image files, or folders: a folder stands for the videos and images "
-                             "directly inside it (by suffix, in name order; not this command's outputs)")
+    parser.add_argument("inputs", nargs="*", type=str, metavar="INPUT",
+                        help="video or image files, folders or glob patterns (quoted, e.g. 'videos/**/*.mp4'): a "
+                             "folder stands for the videos and images directly inside it (by suffix, in name "
+                             "order; not this command's outputs)")
+    parser.add_argument("--from-list", action="append", type=Path, default=None, metavar="FILE",
+                        help="a text file naming inputs, one a line (files, folders or patterns; # comments; "
+                             "relative paths from the file's folder); may be repeated")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if absent)")
     parser.add_argument("--mode", choices=sorted(MODES), default="pose",
                         help="pose: encoder only (fast); full: also landmarks and visibility")
@@ -217,23 +257,34 @@ def build_parser(prog: str = "run_app.py process") -> argparse.ArgumentParser:
     parser.add_argument("--max-frames", type=int, default=None, metavar="N",
                         help="stop before frame index N, a quick look at the start of a video (default: every frame)")
     parser.add_argument("--detector", choices=list(DETECTORS), default="blazeface", help="face detector")
+    parser.add_argument("--provider", choices=list(PROVIDER_CHOICES), default="auto",
+                        help="ONNX Runtime execution provider: auto (TensorRT, then CUDA, then the CPU, the first "
+                             "that runs here), cpu, cuda or tensorrt")
+    workers, threads = plan_workers(None, None, 1 << 20)
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="videos processed at once, each in its own process (default: as many as the cores "
+                             f"allow at {THREADS_PER_WORKER} thread(s) each: {workers} here)")
+    parser.add_argument("--threads", type=int, default=None, metavar="T",
+                        help="cores (ONNX Runtime threads) per worker; workers x threads stays within the cores "
+                             "(default: the cores shared out among the workers)")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help="run on an existing Ray cluster (auto, or ray://HOST:PORT): one task per video, long "
+                             "videos split into frame ranges; --out must be a folder every node sees")
+    parser.add_argument("--split-frames", type=int, default=SPLIT_FRAMES, metavar="N",
+                        help="with --ray, videos of more than N frames are split into frame ranges of about N "
+                             "frames, one task each")
     return parser
 
 
-OWN_OUTPUT_ENDINGS = (".annotated.mp4", ".annotated.png", ".pose.png")
-"""Files of these names in an input folder are this command's outputs (``--out`` the folder itself), not inputs."""
+BATCH_STEM = "process_batch"
+"""The batch index is ``DIR/process_batch.json`` and ``.csv`` (``batch.py``): no input may be named so."""
 
 
-def _folder_inputs(folder: Path) -> list[Path]:
-    """The videos and images directly inside ``folder``, by suffix, in name order, leaving out this command's
-    own outputs; ``UsageError`` for none."""
-    suffixes = set(IMAGE_SUFFIXES) | set(VIDEO_SUFFIXES)
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file()
-                   and not p.name.endswith(OWN_OUTPUT_ENDINGS))
-    if not found:
-        raise UsageError(f"{folder}: a folder without videos or images (files ending in "
-                         f"{', '.join(sorted(suffixes))})")
-    return found
+def open_pipeline(options: Options, models: Path | None = None) -> FacePipeline:
+    """The pipeline ``options`` ask for (mode, smoothing, detector, provider), on ``models`` (default
+    ``options.models``): every process, worker and Ray task opens its pipeline here."""
+    return FacePipeline(options.models if models is None else models, mode=options.mode, smooth=options.smooth,
+                        detector=options.detector, providers=options.provider)
 
 
 def parse_options(argv: Sequence[str]) -> Options:
@@ -242,15 +293,15 @@ def parse_options(argv: Sequence[str]) -> Options:
     args = build_parser().parse_args(list(argv))
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError("--max-frames must be at least 1")
-    inputs: list[Path] = []
-    for path in args.inputs:
-        if path.is_dir():
-            inputs += _folder_inputs(path)
-        elif path.is_file():
-            inputs.append(path)
-        else:
-            raise UsageError(f"{path}: no such file")
+    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1")
+    if args.split_frames < 1:
+        raise UsageError("--split-frames must be at least 1")
+    inputs = expand_inputs(args.inputs, args.from_list or [])
     stems = [p.stem for p in inputs]
+    if BATCH_STEM in stems:
+        raise UsageError(f"an input is named {BATCH_STEM!r}, the name of the batch index this command writes")
     clash = next((s for s in stems if stems.count(s) > 1), None)
     if clash is not None:
         raise UsageError(f"two inputs are named {clash!r}; their outputs would overwrite each other")
@@ -263,7 +314,9 @@ def parse_options(argv: Sequence[str]) -> Options:
                              "or --overwrite to replace it")
     return Options(videos=inputs, out=args.out, mode=args.mode, smooth=args.smooth, no_video=args.no_video,
                    resume=args.resume, overwrite=args.overwrite, models=args.models,
-                   max_frames=args.max_frames, detector=args.detector)
+                   max_frames=args.max_frames, detector=args.detector, workers=args.workers,
+                   threads=args.threads, ray=args.ray, split_frames=args.split_frames,
+                   provider=args.provider)
 
 
 class Interrupted(Exception):
@@ -290,8 +343,11 @@ def _summary_says_complete(summary: Path, mode: str) -> bool:
         return False
 
 
-def process_video(path: Path, options: Options, pipeline: FacePipeline) -> dict:
+def process_video(path: Path, options: Options, pipeline: FacePipeline,
+                  on_frames: Callable[[int], None] | None = None) -> dict:
     """Process one video or image into its CSV, annotated video (or PNG), pose plot and summary; returns the summary.
+
+    ``on_frames(n)`` is told of every ``n`` frames done (processed or, on resume, redrawn), for a progress bar.
 
     ``VideoError`` if it cannot be read; ``Interrupted`` (after writing everything) on Ctrl-C or
     SIGTERM; ``OutputError`` (after writing the summary where it can) if an output cannot be written.
@@ -315,11 +371,9 @@ def process_video(path: Path, options: Options, pipeline: FacePipeline) -> dict:
         writer: VideoWriter | AnnotatedImage | None = None
         if not options.no_video:
             writer = AnnotatedImage(paths.video) if is_image(path) else VideoWriter(paths.video, source.fps)
-        stats = RunStats(frames=state.frames, faces=state.faces, face_ids=set(state.face_ids))
-        total = source.frame_count
-        if options.max_frames is not None:
-            total = options.max_frames if total is None else min(total, options.max_frames)
-        bar = tqdm(total=total, desc=path.name, unit="frame", disable=None, file=sys.stderr)
+        stats = RunStats(frames=state.frames, faces=state.faces, face_ids=set(state.face_ids),
+                         invalid_faces=state.invalid_faces)
+        tell = on_frames or (lambda count: None)
         loop = FrameLoop(source, pipeline, options.max_frames)  # type: ignore[arg-type]  (an ImageSource reads alike)
         csv_log: CsvLog | None = None
 
@@ -330,13 +384,13 @@ def process_video(path: Path, options: Options, pipeline: FacePipeline) -> dict:
             csv_log.write(result)
             stats.add(result)
             rate.tick()
-            bar.update(result.index + 1 - bar.n)
+            tell(1)
 
         def on_skipped(index: int, time_s: float, frame: np.ndarray) -> None:
             if writer is not None:
                 kept = state.redraw.get(index, FrameResult(index, time_s, (), {}, options.mode))
                 writer.write(draw_overlay(frame, kept))
-            bar.update(index + 1 - bar.n)
+            tell(1)
 
         interruption: KeyboardInterrupt | None = None
         failure: str | None = None
@@ -349,7 +403,6 @@ def process_video(path: Path, options: Options, pipeline: FacePipeline) -> dict:
         except (OutputError, VideoWriteError) as error:
             failure = str(error)
         finally:
-            bar.close()
             if csv_log is not None:
                 failure = _close(csv_log.close, failure)
             if writer is not None:
@@ -376,6 +429,7 @@ def process_video(path: Path, options: Options, pipeline: FacePipeline) -> dict:
             "failed": source.failed,
             "processed": stats.frames,
             "faces": stats.faces,
+            "invalid_faces": stats.invalid_faces,
             "face_ids": len(stats.face_ids),
             "median_ms": stats.median_ms(),
             "fps": fps,
@@ -423,26 +477,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def process_all(options: Options, pipeline: FacePipeline) -> list[ExitCode]:
-    """Process every input, reporting each one that fails in one line; returns their codes, in order."""
-    codes = []
-    for path in options.videos:
-        try:
-            summary = process_video(path, options, pipeline)
-        except VideoError as error:
-            _error(str(error))
-            codes.append(ExitCode.INPUT)
-            continue
-        except OutputError as error:
-            _error(str(error))
-            codes.append(ExitCode.OUTPUT)
-            continue
-        if summary.get("failed"):
-            print(f"{path.name}: {summary['failed']} of {summary['frames']} frames did not decode; "
-                  f"processed the {summary['decoded']} that did", file=sys.stderr)
-    return codes
-
-
 def main(argv: Sequence[str]) -> int:
     """Run the ``process`` command; returns its exit code (``EXIT_MEANINGS``)."""
     try:
@@ -454,14 +488,18 @@ def main(argv: Sequence[str]) -> int:
     except OSError as error:
         _error(f"{options.out}: cannot create the output folder ({error.strerror})")
         return ExitCode.OUTPUT
+    from app.core.batch import Batch
+    from app.core.progress import BatchProgress
+
     try:
-        with sigterm_as_interrupt(), FacePipeline(options.models, mode=options.mode, smooth=options.smooth,
-                                                  detector=options.detector) as pipeline:
-            pipeline.load(options.mode)
-            codes = process_all(options, pipeline)
+        with sigterm_as_interrupt():
+            codes = Batch(options).run(BatchProgress(len(options.videos), None))
     except ModelError as error:
         _error(str(error))
         return ExitCode.MODEL
+    except ProviderError as error:
+        _error(str(error))
+        return ExitCode.PROVIDER
     except UsageError as error:
         _error(str(error))
         return ExitCode.USAGE

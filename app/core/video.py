@@ -108,8 +108,36 @@ class VideoSource(FrameSource):
         self._ended = False
         self._start = time.monotonic()
         self._first_frame: np.ndarray | None = None
+        self._keyframes: list[int] | None = None
         if not self.is_camera and self.frame_count is None and not self._probe_first_frame():
             raise VideoError(f"{self.name}: not a readable video (no frame decodes)")
+
+    def seek(self, index: int) -> None:
+        """Make the next ``read()`` return frame ``index`` of a file, keyframe-safe: the reader is placed on the
+        last keyframe at or before ``index`` (``keyframe_indices``; an H.264 frame decodes only from there) and
+        the frames in between are decoded and dropped. Frames passed over count neither as decoded nor as failed.
+        ``ValueError`` for a camera or a file of unknown length."""
+        if self.is_camera or self.frame_count is None:
+            raise ValueError(f"{self.name}: only a file with a frame count can seek")
+        index = max(0, min(int(index), self.frame_count))
+        if self._keyframes is None:
+            self._keyframes = keyframe_indices(Path(self.source))
+        key = max([k for k in self._keyframes if k <= index] or [0])
+        if key <= self._next_index <= index:
+            pass
+        elif key == 0:
+            self._capture.release()
+            self._capture = cv2.VideoCapture(str(self.source))
+            self._next_index = 0
+        else:
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, key)
+            self._next_index = key
+        self._ended = False
+        misses = 0
+        while self._next_index < index and misses < FILE_FAILURE_LIMIT:
+            ok = self._capture.grab()
+            self._next_index += 1
+            misses = 0 if ok else misses + 1
 
     def _probe_first_frame(self) -> bool:
         """Whether a file of unknown length decodes at least one frame. The frame is kept and handed out
@@ -174,6 +202,29 @@ class VideoSource(FrameSource):
         self._capture.release()
         self._first_frame = None
         self._ended = True
+
+
+def keyframe_indices(path: Path) -> list[int]:
+    """The indices (presentation order) of a video file's keyframes, read from its packets without decoding
+    (PyAV); ``[0]`` where PyAV cannot read the file, so that a seek decodes from the start."""
+    try:
+        import av
+    except ImportError:
+        return [0]
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stamps, keys = [], set()
+            for packet in container.demux(stream):
+                if packet.pts is None:
+                    continue
+                stamps.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.add(packet.pts)
+    except (OSError, IndexError, ValueError, av.error.FFmpegError):
+        return [0]
+    order = {pts: i for i, pts in enumerate(sorted(stamps))}
+    return sorted({order[pts] for pts in keys}) or [0]
 
 
 def is_image(path: str | Path) -> bool:
