@@ -14,7 +14,7 @@ import pytest
 from app.core import quality
 from app.core.estimator import DEFAULT_MODELS_DIR, PoseEstimator
 from app.core.model_io import MODES
-from app.core.pipeline import FacePipeline
+from app.core.pipeline import QUALITY_CHECK_EVERY, FacePipeline, face_boxes_of
 from tests.conftest import read_frames, require_shared
 from tests.model_fixtures import random_models  # noqa: F401  (fixture)
 
@@ -22,8 +22,7 @@ NON_FACE_BOXES = np.array([[0.0, 0.0, 250.0, 250.0],  # the window and curtain, 
                            [1040.0, 0.0, 1190.0, 150.0],  # the wall, top right
                            [1040.0, 120.0, 1190.0, 270.0]])  # the wall and hanging chair, right
 """Detector-style boxes of ``s18.mp4``'s first frame (1280×720) that show no face (the woman's head is at x 640–900,
-y 150–400): regions pose mode too calls invalid (it does so for about a quarter of such regions, full mode for
-all: ``non_face_grid``)."""
+y 150–400)."""
 
 
 def non_face_grid() -> np.ndarray:
@@ -56,11 +55,34 @@ def test_a_real_face_is_valid_and_regions_of_a_frame_without_a_face_are_invalid(
     assert max(e.quality for e in non_faces) < min(f.quality for f in faces)
 
 
-def test_full_mode_calls_every_region_of_a_frame_away_from_the_face_invalid(s18_frame):
+@pytest.mark.parametrize("mode", ["pose", "full"])
+def test_every_region_of_a_frame_away_from_the_face_is_invalid_in_both_modes(s18_frame, mode):
     boxes = non_face_grid()
-    with FacePipeline(DEFAULT_MODELS_DIR, mode="full", precision="fp32") as pipeline:
+    with FacePipeline(DEFAULT_MODELS_DIR, mode=mode, precision="fp32") as pipeline:
         estimates = pipeline.estimate(s18_frame, boxes)
     assert len(boxes) == 12 and [e.valid for e in estimates] == [False] * len(boxes)
+
+
+def test_the_encoder_alone_lets_some_non_faces_through_which_pose_modes_full_network_check_catches(s18_frame):
+    boxes = face_boxes_of(non_face_grid())
+    with PoseEstimator(DEFAULT_MODELS_DIR, precision="fp32") as estimator:
+        encoder_only = estimator.estimate_faces(s18_frame, boxes, "pose")
+    assert any(e.valid for e in encoder_only)
+
+
+def test_pose_mode_checks_a_faces_quality_with_the_full_network_when_new_and_every_so_many_frames(d18_frame):
+    darker = (d18_frame * 0.6).astype(np.uint8)
+    with FacePipeline(DEFAULT_MODELS_DIR, mode="pose", precision="fp32") as pipeline:
+        first = pipeline.process(d18_frame, 0)
+        kept = pipeline.process(darker, 1)
+        checked_again = pipeline.process(darker, QUALITY_CHECK_EVERY)
+        full = pipeline.estimate(darker, np.array([[*first.faces[0].box]]), "full")[0]
+    assert "quality" in first.timings_ms and "quality" not in kept.timings_ms
+    assert "quality" in checked_again.timings_ms
+    assert kept.faces[0].face_id == first.faces[0].face_id == checked_again.faces[0].face_id
+    assert kept.faces[0].quality == first.faces[0].quality != checked_again.faces[0].quality
+    assert all(f.valid for f in (first.faces[0], kept.faces[0], checked_again.faces[0]))
+    assert full.valid
 
 
 def _models_copy(source: Path, into: Path) -> Path:

@@ -27,8 +27,14 @@ timer).
 Stages timed in ``FrameResult.timings_ms``: ``decode`` (added by ``FrameLoop``), ``detect``
 (detector and tracker), ``crop`` (warp and normalisation, and mapping the outputs back to the frame),
 ``infer`` (the ONNX Runtime run alone), ``refine`` (full mode only: the refiner, and the pose fitted to
-the final landmarks), ``smooth`` (only with smoothing on: the One Euro filters) and ``overlay`` (added
+the final landmarks), ``quality`` (pose mode, frames with a full-network quality check), ``smooth`` (only with smoothing on: the One Euro filters) and ``overlay`` (added
 by whoever draws).
+
+Quality (``app.core.quality``): full mode scores every face from its heatmaps. The encoder alone cannot tell
+faces from non-faces well (its two pose heads' agreement flags about a quarter of non-face crops), so pose
+mode takes each face's ``quality`` and ``valid`` from the full network too, run on that face alone when
+its id is new and then every ``QUALITY_CHECK_EVERY`` frames; between checks a face keeps its latest. Where
+the full model cannot be opened, pose mode keeps the encoder's own score (one warning).
 
 Full mode refines landmarks with the occlusion-aware regressor (``app.core.refiner``) whenever the
 models folder holds ``or.npz``: it is read on the first full-mode use, and a file that is truncated,
@@ -39,24 +45,30 @@ pose-only mode reports.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from app.core import crop, framing
 from app.core.detector import MIN_SCORE, create_detector, merge
 from app.core.estimator import DEFAULT_MODELS_DIR, PoseEstimator, Refiner, ms_since
-from app.core.model_io import ModelInfo, check_mode
+from app.core.model_io import ModelError, ModelInfo, check_mode
 from app.core.refiner import OR_FILE, OcclusionAwareRegressor
 from app.core.results import FaceEstimate, FaceResult, FrameResult
 from app.core.smoothing import FaceSmoother
 from app.core.tracking import Assignment, FaceTracker
 from app.core.video import VideoSource
 
+log = logging.getLogger(__name__)
+
 AUTO_REFINER = "auto"
+QUALITY_CHECK_EVERY = 60
+"""Pose mode: frames between two full-network quality checks of one face (2 s at 30 fps; a check costs
+one full-network run for that face, so about 2% of a face's frames' time at 60)."""
 """``FacePipeline(refiner=AUTO_REFINER)``: use ``or.npz`` from the models folder when it is there."""
 
 
@@ -86,7 +98,7 @@ class FacePipeline:
     """
 
     def __init__(self, models_dir: Path = DEFAULT_MODELS_DIR, mode: str = "pose", smooth: bool = False,
-                 detector: str = "blazeface", providers: list[str] | None = None,
+                 detector: str = "blazeface", providers: Sequence[str] | str | None = None,
                  refiner: Refiner | str | None = AUTO_REFINER, min_score: float = MIN_SCORE,
                  precision: str = "auto") -> None:
         check_mode(mode)
@@ -98,6 +110,9 @@ class FacePipeline:
         self._detector = create_detector(detector, min_score)
         self._tracker = FaceTracker()
         self._smoother = FaceSmoother()
+        self._checks: dict[int, tuple[int, float, bool]] = {}
+        """Pose mode: face id -> (frame index, quality, valid) of its latest full-network check."""
+        self._full_checks = True
         self._refiner_lock = threading.Lock()
         self._refiner_file: Path | None = None
         self.refiner: Refiner | None = None
@@ -150,6 +165,7 @@ class FacePipeline:
         """Forget every face (a new video starts): ids start again at 1 and the filters afresh."""
         self._tracker = FaceTracker()
         self._smoother.reset()
+        self._checks.clear()
 
     def load(self, mode: str | None = None) -> ModelInfo:
         """Open the model of ``mode`` (default: the current one) now, and in full mode the refiner;
@@ -200,8 +216,10 @@ class FacePipeline:
         keep = self._tracker.carry([a.face_id for a in assigned], derived)
         report = [i for i, a in enumerate(assigned) if keep[i] and (a.detected or derived[i] is not None)]
         detections = np.array([[*boxes[i], assigned[i].score] for i in report]).reshape(-1, 5)
-        faces = self._faces(detections, [assigned[i].face_id for i in report], [estimates[i] for i in report],
-                            time_s, smooth, timings)
+        ids, estimates = [assigned[i].face_id for i in report], [estimates[i] for i in report]
+        if mode == "pose":
+            estimates = self._checked(frame_bgr, detections[:, :4], estimates, ids, index, timings)
+        faces = self._faces(detections, ids, estimates, time_s, smooth, timings)
         return FrameResult(index=index, time_s=time_s, faces=faces, timings_ms=timings, mode=mode,
                            refiner=None if refiner is None else _label(refiner), precision=self.precision(mode))
 
@@ -251,11 +269,45 @@ class FacePipeline:
     def estimate(self, frame_bgr: np.ndarray, detector_boxes: np.ndarray,
                  mode: str | None = None) -> list[FaceEstimate]:
         """The faces in detector boxes ``(N, 4)`` of one BGR frame, as ``process`` finds faces the detector found
-        (re-framed where the network's output disagrees with the box), before tracking and smoothing
-        (default: the current mode, with its refiner)."""
+        (re-framed where the network's output disagrees with the box; in pose mode, quality checked by the full
+        network), before tracking and smoothing (default: the current mode, with its refiner)."""
         check_frame(frame_bgr)
         mode = mode or self.mode
-        return self._framed(frame_bgr, face_boxes_of(detector_boxes), mode, self._refiner_for(mode))[0]
+        estimates, boxes, _ = self._framed(frame_bgr, face_boxes_of(detector_boxes), mode, self._refiner_for(mode))
+        return self._checked(frame_bgr, boxes, estimates) if mode == "pose" else estimates
+
+    def _checked(self, frame_bgr: np.ndarray, boxes: np.ndarray, estimates: list[FaceEstimate],
+                 face_ids: list[int] | None = None, index: int = 0,
+                 timings: dict[str, float] | None = None) -> list[FaceEstimate]:
+        """Pose-mode ``estimates`` with the quality and validity the full network gives their face boxes
+        ``(N, 4)``: checked now for faces without ``face_ids`` (every face), a new id, or a check
+        ``QUALITY_CHECK_EVERY`` or more frames old (or from a later frame: another video), else the latest.
+        ``timings`` gets the checks' milliseconds as ``quality``."""
+        if not estimates or not self._full_checks:
+            return estimates
+        due = [i for i in range(len(estimates)) if face_ids is None or face_ids[i] not in self._checks
+               or not 0 <= index - self._checks[face_ids[i]][0] < QUALITY_CHECK_EVERY]
+        if due:
+            start = time.perf_counter()
+            try:
+                checked = self._estimator.estimate_faces(frame_bgr, boxes[due], "full")
+            except ModelError as error:
+                log.warning("pose mode keeps the encoder's quality score: the full model cannot be used (%s)", error)
+                self._full_checks = False
+                return estimates
+            if timings is not None:
+                timings["quality"] = ms_since(start)
+            found = {i: (index, c.quality, c.valid) for i, c in zip(due, checked)}
+            if face_ids is None:
+                return [dataclasses.replace(e, quality=found[i][1], valid=found[i][2])
+                        for i, e in enumerate(estimates)]
+            for i, result in found.items():
+                self._checks[face_ids[i]] = result
+            live = set(self._tracker.live_ids) | set(face_ids)
+            for gone in [face_id for face_id in self._checks if face_id not in live]:
+                del self._checks[gone]
+        return [dataclasses.replace(e, quality=self._checks[f][1], valid=self._checks[f][2])
+                for e, f in zip(estimates, face_ids)]
 
     def _refiner_for(self, mode: str) -> Refiner | None:
         """The landmark refiner ``mode`` runs with: the full mode's (``_full_mode_refiner``), none in pose mode."""
