@@ -187,7 +187,8 @@ def evaluate_dataset(estimator: PoseEstimator, spec: str, mode: str, limit: int 
                               "mae": pose_mae(np.array(pred_pose), np.array(true_pose)) if true_pose else None,
                               "mae_by_yaw_band": mae_by_yaw_band(np.array(pred_pose), np.array(true_pose))}
     if mode == "full":
-        result["pose_source"] = "PnP of the final landmarks (app.core.landmark_pose)"
+        result["pose_source"] = ("PnP of the final landmarks' rigid points "
+                                 "(app.core.landmark_pose.rigid_pose_from_landmarks)")
         result["mae_fc_pose"] = pose_mae(np.array(network_pose), np.array(true_pose)) if true_pose else None
         result["mae_fc_pose_by_yaw_band"] = mae_by_yaw_band(np.array(network_pose), np.array(true_pose))
         result["nme"] = {k: float(np.mean(v)) for k, v in nme.items()} if nme["inter_ocular"] else None
