@@ -205,6 +205,7 @@ class PoseEstimator:
         self._models: dict[str, OnnxModel] = {}
         self._why: dict[str, str] = {}
         self._speed: dict[str, SpeedCheck | None] = {}
+        self._scorers: dict[str, quality.ModeScorer | None] = {}
         self._lock = threading.Lock()
 
     def model(self, mode: str) -> OnnxModel:
@@ -226,7 +227,13 @@ class PoseEstimator:
                 _announce_once(logging.INFO, f"{mode} mode runs {model.path.name} ({model.precision}: {why})")
                 self._models[mode] = model
                 self._why[mode] = why
+                self._scorers[mode] = quality.scorer_for(self.models_dir, mode)
             return self._models[mode]
+
+    def _scorer(self, mode: str) -> quality.ModeScorer | None:
+        """The quality scorer of ``mode``, read with its model (``quality.scorer_for``; None without one)."""
+        self.model(mode)
+        return self._scorers[mode]
 
     def _open(self, mode: str) -> tuple[OnnxModel, str]:
         """The mode's session at the requested precision, and why that precision."""
@@ -332,7 +339,7 @@ class PoseEstimator:
             stages["refine"] = ms_since(start)
 
         start = time.perf_counter()
-        scores = quality.score(self.models_dir, mode, network, final, info)
+        scores = quality.score(self._scorer(mode), mode, network, final, info)
         faces: list[list[FaceEstimate]] = []
         first = 0
         for frame_boxes in boxes:
@@ -382,6 +389,7 @@ class PoseEstimator:
         """Drop the sessions (ONNX Runtime frees them with their last reference)."""
         with self._lock:
             self._models.clear()
+            self._scorers.clear()
             self._why.clear()
             self._speed.clear()
 

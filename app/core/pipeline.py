@@ -13,8 +13,8 @@ every face from this frame's detection: the encoder's pose follows the crop more
 
 The detector runs every frame. The quick pass (BlazeFace short range) confirms the faces it found
 before and finds new near faces; the whole detector (``blazeface``: short range and tiled full range,
-merged) runs on the first frame, every ``FaceTracker.full_every`` frames (10: a new far face is found
-within a third of a second at 30 fps), while a face is lost (not found, or its crop framed no face; its id
+merged) runs on the first frame, every ``FaceTracker.full_every`` frames (20: a new far face is found
+within two thirds of a second at 30 fps), while a face is lost (not found, or its crop framed no face; its id
 waits ``max_missed`` frames), where the quick pass misses a face it found before, and in pose mode
 whenever a face is one the quick pass does not find. ``FaceResult.box`` is the face box the reported pose
 was cropped from (landmark-style, the crop rule's input); ``score`` the confidence of the face's latest
@@ -66,9 +66,10 @@ from app.core.video import VideoSource
 log = logging.getLogger(__name__)
 
 AUTO_REFINER = "auto"
-QUALITY_CHECK_EVERY = 60
-"""Pose mode: frames between two full-network quality checks of one face (2 s at 30 fps; a check costs
-one full-network run for that face, so about 2% of a face's frames' time at 60)."""
+QUALITY_CHECK_EVERY = 150
+"""Pose mode: frames between two full-network quality checks of one face (5 s at 30 fps). A check costs one
+full-network run for that face, about four pose-mode frames' time; a face is checked when its id is new, which is
+when a detector's false positive starts, so the checks in between only catch a face that stops being one."""
 """``FacePipeline(refiner=AUTO_REFINER)``: use ``or.npz`` from the models folder when it is there."""
 
 

@@ -185,12 +185,12 @@ def scorer_for(models_dir: Path, mode: str) -> ModeScorer | None:
     return scorer
 
 
-def score(models_dir: Path, mode: str, network: EstimatorOutput, final: EstimatorOutput,
+def score(scorer: ModeScorer | None, mode: str, network: EstimatorOutput, final: EstimatorOutput,
           info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
-    """``(N,)`` quality and ``(N,)`` validity of a batch's faces; NaN and True where ``quality.json`` is unusable."""
+    """``(N,)`` quality and ``(N,)`` validity of a batch's faces by ``scorer`` (``scorer_for``); NaN and True
+    without one (``quality.json`` absent or unusable)."""
     count = len(network.pose)
-    scorer = scorer_for(models_dir, mode) if count else None
-    if scorer is None:
+    if scorer is None or not count:
         return np.full(count, np.nan), np.ones(count, bool)
     quality = scorer.quality(features(network, final, info, mode), mode)
     return quality, quality >= scorer.threshold

@@ -86,7 +86,7 @@ class Assignment:
 class FaceTracker:
     """Ids and carried crops of the faces in a video; ``assign`` once per frame, then ``carry``."""
 
-    def __init__(self, min_iou: float = 0.3, max_missed: int = 10, full_every: int = 10, max_unconfirmed: int = 3,
+    def __init__(self, min_iou: float = 0.3, max_missed: int = 10, full_every: int = 20, max_unconfirmed: int = 3,
                  first_id: int = 1) -> None:
         self.min_iou = min_iou
         self.max_missed = max_missed
