@@ -67,7 +67,10 @@ def test_the_encoder_alone_lets_some_non_faces_through_which_pose_modes_full_net
     boxes = face_boxes_of(non_face_grid())
     with PoseEstimator(DEFAULT_MODELS_DIR, precision="fp32") as estimator:
         encoder_only = estimator.estimate_faces(s18_frame, boxes, "pose")
+    with FacePipeline(DEFAULT_MODELS_DIR, mode="pose", precision="fp32") as pipeline:
+        unchecked = pipeline.estimate(s18_frame, non_face_grid(), check_quality=False)
     assert any(e.valid for e in encoder_only)
+    assert [e.valid for e in unchecked] == [e.valid for e in encoder_only]
 
 
 def test_pose_mode_checks_a_faces_quality_with_the_full_network_when_new_and_every_so_many_frames(d18_frame):

@@ -268,14 +268,15 @@ class FacePipeline:
         return estimates, boxes, framed
 
     def estimate(self, frame_bgr: np.ndarray, detector_boxes: np.ndarray,
-                 mode: str | None = None) -> list[FaceEstimate]:
+                 mode: str | None = None, check_quality: bool = True) -> list[FaceEstimate]:
         """The faces in detector boxes ``(N, 4)`` of one BGR frame, as ``process`` finds faces the detector found
-        (re-framed where the network's output disagrees with the box; in pose mode, quality checked by the full
-        network), before tracking and smoothing (default: the current mode, with its refiner)."""
+        (re-framed where the network's output disagrees with the box), before tracking and smoothing (default:
+        the current mode, with its refiner). In pose mode ``check_quality`` runs the full network on every box
+        for ``quality`` and ``valid`` (off: the encoder's own score, and the speed of pose mode)."""
         check_frame(frame_bgr)
         mode = mode or self.mode
         estimates, boxes, _ = self._framed(frame_bgr, face_boxes_of(detector_boxes), mode, self._refiner_for(mode))
-        return self._checked(frame_bgr, boxes, estimates) if mode == "pose" else estimates
+        return self._checked(frame_bgr, boxes, estimates) if mode == "pose" and check_quality else estimates
 
     def _checked(self, frame_bgr: np.ndarray, boxes: np.ndarray, estimates: list[FaceEstimate],
                  face_ids: list[int] | None = None, index: int = 0,
