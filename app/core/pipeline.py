@@ -27,8 +27,8 @@ timer).
 Stages timed in ``FrameResult.timings_ms``: ``decode`` (added by ``FrameLoop``), ``detect``
 (detector and tracker), ``crop`` (warp and normalisation, and mapping the outputs back to the frame),
 ``infer`` (the ONNX Runtime run alone), ``refine`` (full mode only: the refiner, and the pose fitted to
-the final landmarks), ``quality`` (pose mode, frames with a full-network quality check), ``smooth`` (only with smoothing on: the One Euro filters) and ``overlay`` (added
-by whoever draws).
+the final landmarks), ``quality`` (pose mode, frames with a full-network quality check), ``smooth`` (only
+with smoothing on: the One Euro filters) and ``overlay`` (added by whoever draws).
 
 Quality (``app.core.quality``): full mode scores every face from its heatmaps. The encoder alone cannot tell
 faces from non-faces well (its two pose heads' agreement flags about a quarter of non-face crops), so pose
