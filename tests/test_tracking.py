@@ -39,6 +39,15 @@ def test_ids_follow_faces_that_move_and_swap_order():
         assert {a.face_id: a.box[0] < 200 for a in assigned} == {1: True, 2: False}
 
 
+def test_a_face_whose_detection_jumps_half_its_side_at_a_smaller_size_keeps_its_id_without_a_duplicate():
+    tracker = FaceTracker()
+    frame(tracker, [box(1088, 252, 85)], carry=False)
+    jumped = [box(1122, 232, 75)]  # as BlazeFace's two ranges boxed one face on consecutive frames: IoU 0.28
+    assert iou_matrix(np.array(jumped), np.array([box(1088, 252, 85)]))[0, 0] < tracker.min_iou
+    assert ids(frame(tracker, jumped, carry=False)) == [1]
+    assert ids(frame(tracker, [box(1121, 232, 75), box(900, 232, 75)], carry=False)) == [1, 2]  # a face beside it is new
+
+
 def test_a_carried_face_is_cropped_from_its_carried_box_and_a_detection_twice_its_size_is_no_new_face():
     tracker = FaceTracker()
     (first,) = tracker.assign(np.array([box(0, 0)]))
